@@ -1,0 +1,177 @@
+package lab
+
+import (
+	"cmp"
+	"slices"
+	"sort"
+	"time"
+)
+
+// An Overlap is a span during which two different clients both held the lock.
+type Overlap struct {
+	A, B       int // hold indexes in History.Holds
+	Start, End time.Duration
+}
+
+// Check is what the checker found in one history.
+type Check struct {
+	Acquisitions int
+	// Violations is the number of pairs of holds by different clients whose
+	// holding intervals intersect.
+	Violations int
+	Overlaps   []Overlap
+	// OverlapTime is how long at least two clients held at once (the measure
+	// of the union of the overlaps, so three-way overlaps are not counted twice).
+	OverlapTime time.Duration
+
+	Increments  int // acknowledged counter increments
+	LostUpdates int // acknowledged increments that are not in the final value
+	HasCounter  bool
+
+	// StaleWrites counts accepted writes whose fencing token is lower than
+	// one the storage had already accepted; HasFence is false when the
+	// implementation hands out no tokens.
+	StaleWrites    int
+	RejectedWrites int // writes the storage refused (stale token)
+	HasFence       bool
+
+	// AuctionViolations counts accepted bids that were not higher than every
+	// earlier accepted bid, plus one when the final price is not the highest
+	// accepted bid.
+	AuctionViolations int
+	Bids              int
+	HasAuction        bool
+	AbortedTxns       int
+
+	Attempts     int
+	MajorityUp   int // attempts that started while a majority was up
+	Availability float64
+	P50, P99     time.Duration // latency of successful acquisitions
+}
+
+// CheckHistory checks h. It is pure: it reads only h.
+func CheckHistory(h History) Check {
+	c := Check{Acquisitions: len(h.Holds), AbortedTxns: h.AbortedTxns}
+	c.Overlaps, c.OverlapTime = overlaps(h.Holds)
+	c.Violations = len(c.Overlaps)
+
+	if h.HasCounter {
+		c.HasCounter = true
+		for _, w := range h.Writes {
+			if w.Kind == Increment && w.Accepted {
+				c.Increments++
+			}
+		}
+		c.LostUpdates = max(0, c.Increments-int(h.FinalCounter))
+	}
+
+	c.HasFence = h.ImplementsFence
+	var highest uint64
+	var seen bool
+	for _, w := range h.Writes {
+		if w.Rejected {
+			c.RejectedWrites++
+		}
+		if !w.Accepted || !w.HasFence {
+			continue
+		}
+		if seen && w.Fence < highest {
+			c.StaleWrites++
+		}
+		if !seen || w.Fence > highest {
+			highest, seen = w.Fence, true
+		}
+	}
+
+	if h.HasPrice {
+		c.HasAuction = true
+		var top int64
+		var any bool
+		for _, w := range h.Writes {
+			if w.Kind != Bid || !w.Accepted {
+				continue
+			}
+			c.Bids++
+			if any && w.Value <= top {
+				c.AuctionViolations++
+			}
+			if !any || w.Value > top {
+				top, any = w.Value, true
+			}
+		}
+		if any && h.FinalPrice != top {
+			c.AuctionViolations++
+		}
+	}
+
+	var lat []time.Duration
+	for _, a := range h.Attempts {
+		if !a.MajorityUp {
+			continue
+		}
+		c.MajorityUp++
+		if a.OK {
+			lat = append(lat, a.Latency)
+		}
+	}
+	c.Attempts = len(h.Attempts)
+	if c.MajorityUp > 0 {
+		c.Availability = float64(len(lat)) / float64(c.MajorityUp)
+	}
+	c.P50, c.P99 = quantile(lat, 0.50), quantile(lat, 0.99)
+	return c
+}
+
+// overlaps returns every pair of holds by different clients whose intervals
+// [Acquired, End) intersect, and the measure of the time covered by two or
+// more holders. Empty intervals (a lock returned after its validity ended)
+// hold nothing.
+func overlaps(holds []Hold) ([]Overlap, time.Duration) {
+	idx := make([]int, 0, len(holds))
+	for i, h := range holds {
+		if h.End() > h.Acquired {
+			idx = append(idx, i)
+		}
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return holds[idx[a]].Acquired < holds[idx[b]].Acquired })
+
+	var out []Overlap
+	for x, i := range idx {
+		hi := holds[i]
+		for _, j := range idx[x+1:] {
+			hj := holds[j]
+			if hj.Acquired >= hi.End() {
+				break // sorted by start: no later hold can intersect hi
+			}
+			if hi.Client == hj.Client {
+				continue
+			}
+			out = append(out, Overlap{A: i, B: j, Start: hj.Acquired, End: min(hi.End(), hj.End())})
+		}
+	}
+
+	// The union of the pairwise overlaps, so that time covered by three
+	// holders is counted once.
+	spans := slices.Clone(out)
+	slices.SortFunc(spans, func(a, b Overlap) int { return cmp.Compare(a.Start, b.Start) })
+	var total, upTo time.Duration
+	for _, o := range spans {
+		start := max(o.Start, upTo)
+		if o.End > start {
+			total += o.End - start
+		}
+		upTo = max(upTo, o.End)
+	}
+	return out, total
+}
+
+// quantile is the nearest-rank q-quantile of d; 0 for no data.
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
