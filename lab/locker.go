@@ -1,0 +1,46 @@
+package lab
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A Locker is one client of a Redlock implementation, as a workload sees it.
+// The lab runs each implementation behind this interface so that the same
+// workload and the same fault schedule drive both.
+type Locker interface {
+	// Acquire blocks until the lock on key is held or ctx is done.
+	Acquire(ctx context.Context, key string) (Held, error)
+	// Close releases what the client holds open (subscriptions, goroutines).
+	Close() error
+}
+
+// Held is one acquired lock.
+type Held interface {
+	// Until is the local validity deadline; it carries a monotonic reading.
+	Until() time.Time
+	// Fence is the lock's fencing token; ok is false when the implementation
+	// hands out none.
+	Fence() (token uint64, ok bool)
+	Release(ctx context.Context) error
+}
+
+// LockConfig is what every implementation is configured with in one run, so
+// that the two sides compare like with like.
+type LockConfig struct {
+	TTL     time.Duration
+	Fencing bool // ask for fencing tokens (ignored by implementations without them)
+}
+
+// An Impl is a Redlock implementation under test.
+type Impl struct {
+	Name string
+	// Fencing tells whether the implementation hands out fencing tokens.
+	Fencing bool
+	// New makes one client over the given nodes.
+	New func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error)
+	// Prepare runs once on freshly started nodes before a run; nil for none.
+	Prepare func(ctx context.Context, nodes []redis.UniversalClient, cfg LockConfig) error
+}

@@ -1,0 +1,285 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// storageTimeout bounds every call to the shared storage, which faults never
+// touch; it only keeps a broken storage from hanging a run.
+const storageTimeout = 2 * time.Second
+
+// Storage is the shared state the clients protect with the lock: a single
+// Redis that the fault schedule never touches (Kleppmann's "storage
+// service"). FencedSet, when set, is the storage-side fencing check; IsStale
+// tells its refusal from other errors.
+type Storage struct {
+	Client    *redis.Client
+	FencedSet func(ctx context.Context, rdb redis.Cmdable, key string, value any, fence uint64) error
+	IsStale   func(error) bool
+}
+
+// Workers is what a workload runs with: one Locker per client, the storage,
+// the recorder and a way to ask whether a majority of the nodes is up.
+type Workers struct {
+	Lockers    []Locker
+	Storage    Storage
+	Rec        *Recorder
+	Key        string
+	Seed       uint64
+	MajorityUp func() bool
+}
+
+func (w *Workers) rng(client int) *rand.Rand {
+	return rand.New(rand.NewPCG(w.Seed, uint64(client)+1))
+}
+
+func (w *Workers) majorityUp() bool { return w.MajorityUp == nil || w.MajorityUp() }
+
+// acquire makes one recorded attempt. It returns nil when the attempt failed
+// or the run ended; attempts cut short by the end of the run are not counted.
+func (w *Workers) acquire(ctx context.Context, client int, timeout time.Duration) (Held, int) {
+	up := w.majorityUp()
+	start := w.Rec.Now()
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	l, err := w.Lockers[client].Acquire(actx, w.Key)
+	cancel()
+	done := w.Rec.Now()
+	if err != nil && ctx.Err() != nil {
+		return nil, -1
+	}
+	w.Rec.Attempt(Attempt{Client: client, Start: start, Latency: done - start, OK: err == nil, MajorityUp: up})
+	if err != nil {
+		return nil, -1
+	}
+	fence, ok := l.Fence()
+	idx := w.Rec.Acquired(Hold{Client: client, Acquired: done, Until: w.Rec.Offset(l.Until()), Fence: fence, HasFence: ok})
+	return l, idx
+}
+
+func (w *Workers) release(client int, l Held, idx int) {
+	w.Rec.Released(idx, w.Rec.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	_ = l.Release(ctx) // a failed release only leaves the key to expire
+}
+
+func (w *Workers) readInt(key string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	v, err := w.Storage.Client.Get(ctx, key).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// write stores value under key, through the fencing check when fenced.
+func (w *Workers) write(client int, kind WriteKind, key string, value int64, l Held, fenced bool) bool {
+	fence, hasFence := uint64(0), false
+	if l != nil {
+		fence, hasFence = l.Fence()
+	}
+	useFence := fenced && hasFence && w.Storage.FencedSet != nil
+	return w.Rec.Store(Write{Client: client, Kind: kind, Value: value, Fence: fence, HasFence: hasFence}, func() (bool, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+		defer cancel()
+		var err error
+		if useFence {
+			err = w.Storage.FencedSet(ctx, w.Storage.Client, key, value, fence)
+		} else {
+			err = w.Storage.Client.Set(ctx, key, value, 0).Err()
+		}
+		if err != nil && useFence && w.Storage.IsStale != nil && w.Storage.IsStale(err) {
+			return false, true
+		}
+		return err == nil, false
+	})
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Holders is the main workload: every client loops acquire → hold → release.
+// While it holds, a client increments the shared counter the Jepsen way: read
+// the value, hold, write the value plus one. A share of the holds pause past
+// the lock's validity, like a client stopped by a GC pause or a slow disk,
+// and then write anyway.
+type Holders struct {
+	HoldMin, HoldMax time.Duration
+	PauseShare       float64       // share of holds that outlive the validity
+	PausePast        time.Duration // how far past the validity deadline a paused client wakes up
+	AttemptTimeout   time.Duration
+	Fenced           bool // counter writes go through the storage-side fencing check
+	CounterKey       string
+}
+
+// Run runs the workload until ctx is done, one goroutine per Locker.
+func (hw Holders) Run(ctx context.Context, w *Workers) {
+	var wg sync.WaitGroup
+	for i := range w.Lockers {
+		wg.Go(func() { hw.client(ctx, w, i) })
+	}
+	wg.Wait()
+}
+
+func (hw Holders) client(ctx context.Context, w *Workers, i int) {
+	rng := w.rng(i)
+	for ctx.Err() == nil {
+		l, idx := w.acquire(ctx, i, hw.AttemptTimeout)
+		if l == nil {
+			sleepCtx(ctx, time.Duration(5+rng.IntN(20))*time.Millisecond)
+			continue
+		}
+		v, err := w.readInt(hw.CounterKey)
+		d := hw.HoldMin + time.Duration(rng.Int64N(int64(hw.HoldMax-hw.HoldMin)+1))
+		if rng.Float64() < hw.PauseShare {
+			d = time.Until(l.Until()) + hw.PausePast
+		}
+		// The pause ignores ctx on purpose: a paused process does not notice
+		// the world moving on. It is bounded by the TTL plus PausePast.
+		time.Sleep(d)
+		if err == nil && ctx.Err() == nil {
+			w.write(i, Increment, hw.CounterKey, v+1, l, hw.Fenced)
+		}
+		w.release(i, l, idx)
+	}
+}
+
+// Storm is the contention storm: every round, all clients try to acquire at
+// the same instant, hold briefly, increment the counter and release. Each
+// client gets one attempt per round, bounded by the round's length.
+type Storm struct {
+	Round      time.Duration
+	Hold       time.Duration
+	CounterKey string
+}
+
+// Run runs rounds until ctx is done.
+func (s Storm) Run(ctx context.Context, w *Workers) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, s.Round)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range w.Lockers {
+			wg.Go(func() {
+				<-start
+				l, idx := w.acquire(rctx, i, s.Round)
+				if l == nil {
+					return
+				}
+				v, err := w.readInt(s.CounterKey)
+				time.Sleep(s.Hold)
+				if err == nil {
+					w.write(i, Increment, s.CounterKey, v+1, l, false)
+				}
+				w.release(i, l, idx)
+			})
+		}
+		close(start)
+		wg.Wait()
+		<-rctx.Done()
+		cancel()
+	}
+}
+
+// AuctionMode says how bidders protect read-then-bid.
+type AuctionMode int
+
+const (
+	// AuctionLock bids under the distributed lock.
+	AuctionLock AuctionMode = iota
+	// AuctionNoLock bids with no protection at all.
+	AuctionNoLock
+	// AuctionOptimistic bids in a WATCH/MULTI/EXEC transaction on the storage
+	// node itself and retries when EXEC aborts.
+	AuctionOptimistic
+)
+
+// Auction: bidders read the current price and bid a little higher. The
+// invariant is that accepted bids strictly increase and the final price is
+// the highest accepted bid.
+type Auction struct {
+	Mode           AuctionMode
+	Think          time.Duration // time between reading the price and bidding
+	AttemptTimeout time.Duration
+	PriceKey       string
+}
+
+// Run runs the bidders until ctx is done.
+func (a Auction) Run(ctx context.Context, w *Workers, bidders int) {
+	var wg sync.WaitGroup
+	for i := range bidders {
+		wg.Go(func() { a.bidder(ctx, w, i) })
+	}
+	wg.Wait()
+}
+
+func (a Auction) bidder(ctx context.Context, w *Workers, i int) {
+	rng := w.rng(i)
+	for ctx.Err() == nil {
+		raise := 1 + rng.Int64N(5)
+		switch a.Mode {
+		case AuctionLock:
+			l, idx := w.acquire(ctx, i, a.AttemptTimeout)
+			if l == nil {
+				sleepCtx(ctx, time.Duration(5+rng.IntN(20))*time.Millisecond)
+				continue
+			}
+			if p, err := w.readInt(a.PriceKey); err == nil {
+				time.Sleep(a.Think)
+				w.write(i, Bid, a.PriceKey, p+raise, l, false)
+			}
+			w.release(i, l, idx)
+		case AuctionNoLock:
+			if p, err := w.readInt(a.PriceKey); err == nil {
+				time.Sleep(a.Think)
+				w.write(i, Bid, a.PriceKey, p+raise, nil, false)
+			}
+		case AuctionOptimistic:
+			a.optimisticBid(w, i, raise)
+		}
+	}
+}
+
+func (a Auction) optimisticBid(w *Workers, i int, raise int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	rdb := w.Storage.Client
+	_ = rdb.Watch(ctx, func(tx *redis.Tx) error {
+		p, err := tx.Get(ctx, a.PriceKey).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		time.Sleep(a.Think)
+		bid := p + raise
+		w.Rec.Store(Write{Client: i, Kind: Bid, Value: bid}, func() (bool, bool) {
+			_, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.Set(ctx, a.PriceKey, bid, 0)
+				return nil
+			})
+			if errors.Is(err, redis.TxFailedErr) {
+				w.Rec.Aborted()
+				return false, false
+			}
+			return err == nil, false
+		})
+		return nil
+	}, a.PriceKey)
+}
