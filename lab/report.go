@@ -1,0 +1,164 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// columns of the table, shared by the terminal and the Markdown report.
+var columns = []string{"scenario", "impl", "acq", "violations", "overlap", "lost upd", "stale wr", "avail", "p50", "p99", "verdict"}
+
+func row(s ScenarioResult, o Outcome) []string {
+	if o.Skipped != "" {
+		return []string{s.Name, o.Impl, "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + o.Skipped}
+	}
+	c := o.Check
+	lost, stale := "n/a", "n/a"
+	if c.HasCounter {
+		lost = fmt.Sprintf("%d/%d", c.LostUpdates, c.Increments)
+		if c.HasFence {
+			stale = fmt.Sprint(c.StaleWrites)
+			if c.RejectedWrites > 0 {
+				stale += fmt.Sprintf(" (%d refused)", c.RejectedWrites)
+			}
+		}
+	}
+	viol := fmt.Sprint(c.Violations)
+	if c.HasAuction {
+		viol = fmt.Sprintf("%d bid", c.AuctionViolations)
+		lost = fmt.Sprintf("%d bids", c.Bids)
+		if c.AbortedTxns > 0 {
+			lost += fmt.Sprintf(", %d aborted", c.AbortedTxns)
+		}
+	}
+	avail := "n/a"
+	if c.MajorityUp > 0 {
+		avail = fmt.Sprintf("%.0f%%", 100*c.Availability)
+	}
+	verdict := o.Verdict.String()
+	if o.Err != "" {
+		verdict = "error: " + o.Err
+	}
+	return []string{s.Name, o.Impl, fmt.Sprint(c.Acquisitions), viol, round(c.OverlapTime), lost, stale, avail, round(c.P50), round(c.P99), verdict}
+}
+
+func round(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	default:
+		return d.Round(time.Millisecond).String()
+	}
+}
+
+// WriteTable prints the results as an aligned table.
+func WriteTable(w io.Writer, r *Results) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(columns, "\t"))
+	for _, s := range r.Scenarios {
+		for _, o := range s.Outcomes {
+			fmt.Fprintln(tw, strings.Join(row(s, o), "\t"))
+		}
+	}
+	return tw.Flush()
+}
+
+// WriteJSON writes the results for machines.
+func WriteJSON(w io.Writer, r *Results) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteReport writes dir/README.md, dir/results.json and one timeline picture
+// per scenario into dir, creating it.
+func WriteReport(dir string, r *Results) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("lab: report: %w", err)
+	}
+	for i := range r.Scenarios {
+		s := &r.Scenarios[i]
+		name := s.Name + ".svg"
+		if err := writeTimeline(filepath.Join(dir, name), s); err != nil {
+			return err
+		}
+		s.Picture = name
+	}
+	var md strings.Builder
+	writeMarkdown(&md, r)
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(md.String()), 0o644); err != nil {
+		return fmt.Errorf("lab: report: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return fmt.Errorf("lab: report: %w", err)
+	}
+	if err := WriteJSON(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("lab: report: %w", err)
+	}
+	return f.Close()
+}
+
+func writeMarkdown(w io.Writer, r *Results) {
+	fmt.Fprintf(w, "# quorumlock lab report\n\n")
+	fmt.Fprintf(w, "Backend **%s**, %d lock nodes, seed %d, %v per scenario and implementation, lock TTL %v; "+
+		"run started %s and took %v.\n\n", r.Backend, r.Nodes, r.Seed, r.Duration, r.TTL,
+		r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "How to read it: a **violation** is a pair of clients whose holding intervals "+
+		"(from the moment Acquire returned to the earlier of release and the local validity deadline) intersect. "+
+		"**Lost updates** are acknowledged counter increments missing from the final value (x/y = lost/acknowledged). "+
+		"**Stale writes** are writes the storage accepted with a fencing token lower than one it had already accepted. "+
+		"**Availability** is the share of acquisition attempts started while a majority of nodes was up that got the lock. "+
+		"Latencies are of successful acquisitions and include waiting for the previous holder.\n\n")
+
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
+	for _, s := range r.Scenarios {
+		for _, o := range s.Outcomes {
+			cells := row(s, o)
+			cells[0] = fmt.Sprintf("[%s](#%s)", s.Name, s.Name)
+			fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		}
+	}
+	fmt.Fprintln(w)
+
+	for _, s := range r.Scenarios {
+		fmt.Fprintf(w, "<a id=\"%s\"></a>\n## %s — %s\n\n%s\n\n**Expected:** %s\n\n", s.Name, s.Name, s.Title, s.Description, s.Expect)
+		for _, o := range s.Outcomes {
+			switch {
+			case o.Skipped != "":
+				fmt.Fprintf(w, "- **%s**: skipped — %s\n", o.Impl, o.Skipped)
+			case o.Err != "":
+				fmt.Fprintf(w, "- **%s**: broke off — %s\n", o.Impl, o.Err)
+			default:
+				c := o.Check
+				fmt.Fprintf(w, "- **%s**: %s. %d attempts, %d acquisitions, %d violations (%v overlapping)",
+					o.Impl, o.Verdict, c.Attempts, c.Acquisitions, c.Violations, round(c.OverlapTime))
+				if c.HasCounter {
+					fmt.Fprintf(w, ", %d of %d increments lost", c.LostUpdates, c.Increments)
+				}
+				if c.HasFence && c.HasCounter {
+					fmt.Fprintf(w, ", %d stale writes accepted, %d refused", c.StaleWrites, c.RejectedWrites)
+				}
+				if c.HasAuction {
+					fmt.Fprintf(w, ", %d bids, %d auction violations, %d aborted transactions", c.Bids, c.AuctionViolations, c.AbortedTxns)
+				}
+				fmt.Fprintf(w, ", %.1f writes/s.\n", o.Throughput)
+			}
+		}
+		if s.Picture != "" {
+			fmt.Fprintf(w, "\n![timeline of %s](%s)\n", s.Name, s.Picture)
+		}
+		fmt.Fprintln(w)
+	}
+}
