@@ -1,0 +1,302 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/quorumlock/quorumlock/clock"
+	"github.com/quorumlock/quorumlock/quorum"
+)
+
+// Vote statuses returned by scripts/acquire.lua.
+const (
+	voteGranted     = 1
+	voteTaken       = 0
+	voteSkewed      = -1
+	voteQuarantined = -2
+)
+
+// vote is one node's answer to the acquisition script.
+type vote struct {
+	status int64
+	value  int64 // fence counter, holder's TTL (ms), skew (ms) or quarantine left (ms)
+}
+
+// request is one acquisition: key, options and the derived key names.
+type request struct {
+	key       string
+	fenceKey  string
+	channel   string
+	s         settings
+	ttlMs     string
+	skewMs    string
+	quarMs    string
+	fenceFlag string
+}
+
+func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
+	if key == "" {
+		return nil, errors.New("redlock: empty key")
+	}
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	s := c.defaults
+	for _, o := range opts {
+		if o == nil {
+			return nil, errors.New("redlock: nil lock option")
+		}
+		o.applyLock(&s)
+	}
+	s, err := s.resolve()
+	if err != nil {
+		return nil, err
+	}
+	r := &request{
+		key:       key,
+		fenceKey:  FencePrefix + key,
+		channel:   ReleasedPrefix + key,
+		s:         s,
+		ttlMs:     strconv.FormatInt(s.ttl.Milliseconds(), 10),
+		skewMs:    strconv.FormatInt(s.maxSkew.Milliseconds(), 10),
+		quarMs:    strconv.FormatInt(s.quarantine.Milliseconds(), 10),
+		fenceFlag: "0",
+	}
+	if s.fencing {
+		r.fenceFlag = "1"
+	}
+	return r, nil
+}
+
+// TryAcquire makes exactly one attempt to acquire the lock on key. When
+// another owner holds it the error matches ErrNotObtained and ErrTaken, and
+// errors.As finds a *NotObtainedError listing each node's answer.
+func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+	req, err := c.newRequest(key, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, nerr := c.attempt(ctx, req)
+	if nerr != nil {
+		return nil, nerr
+	}
+	return l, nil
+}
+
+// Acquire blocks until the lock on key is held or ctx is done; in the latter
+// case the error matches both ErrNotObtained and ctx.Err().
+//
+// Goroutines of one Client waiting for the same key queue in FIFO order and
+// only the first of them contends over the network, so waiters in one
+// process are served fairly and do not flood the nodes. While another
+// process holds the key, the first waiter wakes up when the holder releases
+// (pub/sub) or after a random delay (WithRetryDelay), whichever comes first.
+func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+	req, err := c.newRequest(key, opts)
+	if err != nil {
+		return nil, err
+	}
+	leave, err := c.queues.enter(ctx, key)
+	if err != nil {
+		return nil, &NotObtainedError{Key: key, Needed: c.Quorum(), Cause: err}
+	}
+	var wake <-chan struct{}
+	var unsubscribe func()
+	defer func() {
+		if unsubscribe != nil {
+			unsubscribe()
+		}
+	}()
+	for attempt := 1; ; attempt++ {
+		l, nerr := c.attempt(ctx, req)
+		if nerr == nil {
+			l.leaveQueue = leave
+			return l, nil
+		}
+		nerr.Attempts = attempt
+		if ctx.Err() != nil || (req.s.tries > 0 && attempt >= req.s.tries) || c.closed.Load() {
+			leave()
+			if nerr.Cause == nil {
+				nerr.Cause = ctx.Err()
+			}
+			if nerr.Cause == nil && c.closed.Load() {
+				nerr.Cause = ErrClosed
+			}
+			return nil, nerr
+		}
+		if req.s.wakeup && unsubscribe == nil {
+			wake, unsubscribe = c.waker.subscribe(ctx, req.channel, req.s.nodeTimeout)
+		}
+		if err := c.sleep(ctx, retryDelay(req.s, nerr), wake); err != nil {
+			leave()
+			nerr.Cause = err
+			return nil, nerr
+		}
+	}
+}
+
+// retryDelay is a random delay in the configured range, cut to the holder's
+// remaining TTL when the nodes reported one: there is no point sleeping past
+// the moment the key expires.
+func retryDelay(s settings, nerr *NotObtainedError) time.Duration {
+	d := s.retryMin
+	if s.retryMax > s.retryMin {
+		d += rand.N(s.retryMax - s.retryMin)
+	}
+	var shortest time.Duration = -1
+	for _, n := range nerr.Nodes {
+		var te *TakenError
+		if errors.As(n.Err, &te) && te.TTL >= 0 && (shortest < 0 || te.TTL < shortest) {
+			shortest = te.TTL
+		}
+	}
+	if shortest >= 0 && shortest+time.Millisecond < d {
+		d = shortest + time.Millisecond
+	}
+	return d
+}
+
+func (c *Client) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	t := c.clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	case <-wake:
+		return nil
+	}
+}
+
+// attempt is one round of the algorithm: SET NX PX on every node at once,
+// decided by majority and validity; on failure the key is removed from every
+// node that may hold it.
+func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtainedError) {
+	c.stats.attempts.Add(1)
+	token := newToken()
+	start := c.clk.Now()
+	wallMs := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	round := quorum.Start(ctx, len(c.nodes), req.s.nodeTimeout, func(ctx context.Context, i int) (vote, bool, error) {
+		res, err := acquireScript.Run(ctx, c.nodes[i].rdb,
+			[]string{req.key, req.fenceKey, SentinelKey},
+			token, req.ttlMs, wallMs, req.skewMs, req.quarMs, req.fenceFlag).Int64Slice()
+		if err != nil {
+			return vote{}, false, err
+		}
+		if len(res) != 2 {
+			return vote{}, false, errors.New("redlock: malformed reply from the acquisition script")
+		}
+		v := vote{status: res[0], value: res[1]}
+		return v, v.status == voteGranted, nil
+	})
+	d := round.Decide()
+	var cause error
+	if d.OK {
+		var fence uint64
+		ok := true
+		if req.s.fencing {
+			fence, ok = c.writeFence(ctx, req, round.Votes())
+		}
+		// Validity is computed only now, after the fence write-back: a
+		// holder stalled between the two rounds fails here and never uses
+		// its token.
+		if ok {
+			if v := clock.Validity(req.s.ttl, c.clk.Since(start), req.s.driftFactor); v > 0 {
+				c.stats.acquired.Add(1)
+				l := c.newLock(req, token, fence, clock.Deadline(start, req.s.ttl, req.s.driftFactor))
+				l.acquisition = round
+				return l, nil
+			}
+			cause = ErrExpired
+		} else {
+			cause = ErrNoQuorum
+		}
+	}
+	if cause == nil && ctx.Err() != nil {
+		cause = ctx.Err()
+	}
+	votes := round.Wait()
+	nerr := &NotObtainedError{Key: req.key, Needed: round.Need(), Cause: cause}
+	var mayHold []int
+	for _, v := range votes {
+		if v.Outcome == quorum.Yes {
+			nerr.Granted++
+			mayHold = append(mayHold, v.Node)
+			continue
+		}
+		if v.Outcome == quorum.Failed {
+			mayHold = append(mayHold, v.Node) // the SET may have landed
+		}
+		nerr.Nodes = append(nerr.Nodes, c.nodeError(v.Node, c.voteError(req, v)))
+	}
+	if len(mayHold) > 0 {
+		c.releaseOn(context.WithoutCancel(ctx), req, token, mayHold, false)
+	}
+	return nil, nerr
+}
+
+// voteError turns a refused or failed vote into the error that explains it,
+// and counts it.
+func (c *Client) voteError(req *request, v quorum.Vote[vote]) error {
+	if v.Outcome == quorum.Failed {
+		c.stats.failed.Add(1)
+		return v.Err
+	}
+	switch v.Value.status {
+	case voteTaken:
+		c.stats.taken.Add(1)
+		return &TakenError{TTL: time.Duration(v.Value.value) * time.Millisecond}
+	case voteSkewed:
+		c.stats.skewed.Add(1)
+		err := &SkewError{Skew: time.Duration(v.Value.value) * time.Millisecond, Max: req.s.maxSkew}
+		c.logWarn("redlock: vote refused", "node", v.Node, "addr", c.nodes[v.Node].addr, "key", req.key, "reason", err)
+		return err
+	case voteQuarantined:
+		c.stats.quarantined.Add(1)
+		err := &QuarantineError{Remaining: time.Duration(v.Value.value) * time.Millisecond}
+		c.logWarn("redlock: vote refused", "node", v.Node, "addr", c.nodes[v.Node].addr, "key", req.key, "reason", err)
+		return err
+	}
+	return errors.New("redlock: unknown vote status " + strconv.FormatInt(v.Value.status, 10))
+}
+
+// writeFence is the second round of a fenced acquisition: the token is the
+// highest counter among the granting nodes + 1, written back ("raise to at
+// least") to a majority of all nodes. Any later holder's majority overlaps
+// this one, reads a counter ≥ token there, and so gets a larger token.
+func (c *Client) writeFence(ctx context.Context, req *request, votes []quorum.Vote[vote]) (uint64, bool) {
+	var granted []int
+	var highest int64
+	for _, v := range votes {
+		if v.Outcome == quorum.Yes {
+			granted = append(granted, v.Node)
+			highest = max(highest, v.Value.value)
+		}
+	}
+	fence := highest + 1
+	arg := strconv.FormatInt(fence, 10)
+	r := quorum.StartNeed(ctx, len(granted), quorum.Majority(len(c.nodes)), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
+		got, err := fenceScript.Run(ctx, c.nodes[granted[j]].rdb, []string{req.fenceKey}, arg).Int64()
+		return struct{}{}, err == nil && got == fence, err
+	})
+	return uint64(fence), r.Decide().OK
+}
+
+// releaseOn deletes the key from the given nodes when it still holds token,
+// waiting for every answer (each bounded by the node timeout). It returns the
+// round's votes, indexed like nodes.
+func (c *Client) releaseOn(ctx context.Context, req *request, token string, nodes []int, announce bool) []quorum.Vote[struct{}] {
+	channel := ""
+	if announce {
+		channel = req.channel
+	}
+	r := quorum.Start(ctx, len(nodes), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
+		n, err := releaseScript.Run(ctx, c.nodes[nodes[j]].rdb, []string{req.key}, token, channel).Int64()
+		return struct{}{}, n == 1, err
+	})
+	return r.Wait()
+}

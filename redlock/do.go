@@ -1,0 +1,62 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+)
+
+// Do acquires the lock on key (blocking like Acquire), runs fn, and releases
+// the lock — also when fn returns an error or panics (the panic is passed on
+// after the release). The error of fn comes back unchanged, joined with the
+// release error if there is one; a release error matching ErrNotHeld means
+// the lock ended while fn ran.
+//
+// The ctx given to fn is cancelled the moment the lock's validity ends or an
+// extension is refused; context.Cause(ctx) then matches ErrLockLost and says
+// why. It also carries the lock, so commands sent through a client guarded
+// with Guard are refused once the lock is gone. Auto-extension is on unless
+// opts turn it off (WithAutoExtend(false)).
+func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
+	if fn == nil {
+		return errors.New("redlock: nil function")
+	}
+	opts = append([]LockOption{WithAutoExtend(true)}, opts...)
+	l, err := c.Acquire(ctx, key, opts...)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := l.Context(ctx)
+	defer func() {
+		cancel()
+		rerr := l.Release(context.WithoutCancel(ctx))
+		if p := recover(); p != nil {
+			panic(p)
+		}
+		if rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	return fn(fctx)
+}
+
+// Context returns a child of parent that carries the lock (for Guard) and is
+// cancelled when the lock ends, with the lock's cause (ErrReleased, or a
+// *LostError matching ErrLockLost). Call the cancel function when done with
+// it.
+func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(context.WithValue(parent, lockKey{}, l))
+	stop := context.AfterFunc(l.ctx, func() { cancel(context.Cause(l.ctx)) })
+	return ctx, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+type lockKey struct{}
+
+// FromContext returns the lock carried by ctx (see Lock.Context and
+// Client.Do), or nil.
+func FromContext(ctx context.Context) *Lock {
+	l, _ := ctx.Value(lockKey{}).(*Lock)
+	return l
+}

@@ -1,0 +1,116 @@
+package redlock
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testNodes are N embedded Redis masters, each with its own client.
+type testNodes struct {
+	mr      []*miniredis.Miniredis
+	clients []redis.UniversalClient
+}
+
+func newNodes(t testing.TB, n int) *testNodes {
+	t.Helper()
+	tn := &testNodes{}
+	for i := 0; i < n; i++ {
+		mr := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		tn.mr = append(tn.mr, mr)
+		tn.clients = append(tn.clients, rdb)
+	}
+	return tn
+}
+
+// newClient returns a Client over the nodes, bootstrapped so that fresh
+// nodes vote at once, and closed at the end of the test.
+func newClient(t testing.TB, tn *testNodes, opts ...Option) *Client {
+	t.Helper()
+	c, err := New(tn.clients, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Bootstrap(context.Background()); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	return c
+}
+
+// holders returns the indexes of the nodes whose key holds token.
+func (tn *testNodes) holders(key, token string) []int {
+	var out []int
+	for i, mr := range tn.mr {
+		if v, err := mr.Get(key); err == nil && v == token {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// fastForward moves the TTLs of every node.
+func (tn *testNodes) fastForward(d time.Duration) {
+	for _, mr := range tn.mr {
+		mr.FastForward(d)
+	}
+}
+
+// stalledNode accepts connections and never answers.
+func stalledNode(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
+}
+
+// downNode returns an address where nothing listens.
+func downNode(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func bg() context.Context { return context.Background() }
