@@ -70,4 +70,3 @@ func lockError(ctx context.Context) error {
 	}
 	return nil
 }
-

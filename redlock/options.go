@@ -111,7 +111,7 @@ type clientConfig struct {
 
 type lockOption func(*settings)
 
-func (f lockOption) applyLock(s *settings)        { f(s) }
+func (f lockOption) applyLock(s *settings)       { f(s) }
 func (f lockOption) applyClient(c *clientConfig) { f(&c.lock) }
 
 type clientOption func(*clientConfig)
