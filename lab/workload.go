@@ -16,11 +16,11 @@ const storageTimeout = 2 * time.Second
 
 // Storage is the shared state the clients protect with the lock: a single
 // Redis that the fault schedule never touches (Kleppmann's "storage
-// service"). FencedSet, when set, is the storage-side fencing check; IsStale
-// tells its refusal from other errors.
+// service"). FencedSet, when set, is the storage-side fencing check on
+// Client; IsStale tells its refusal from other errors.
 type Storage struct {
 	Client    *redis.Client
-	FencedSet func(ctx context.Context, rdb redis.Cmdable, key string, value any, fence uint64) error
+	FencedSet func(ctx context.Context, key string, value int64, fence uint64) error
 	IsStale   func(error) bool
 }
 
@@ -91,7 +91,7 @@ func (w *Workers) write(client int, kind WriteKind, key string, value int64, l H
 		defer cancel()
 		var err error
 		if useFence {
-			err = w.Storage.FencedSet(ctx, w.Storage.Client, key, value, fence)
+			err = w.Storage.FencedSet(ctx, key, value, fence)
 		} else {
 			err = w.Storage.Client.Set(ctx, key, value, 0).Err()
 		}

@@ -19,7 +19,7 @@ func testNodes(t *testing.T, n int) []redis.UniversalClient {
 	for range n {
 		s := miniredis.RunT(t)
 		servers = append(servers, s)
-		c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+		c := redis.NewClient(&redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true})
 		t.Cleanup(func() { c.Close() })
 		clients = append(clients, c)
 	}
@@ -149,4 +149,47 @@ func TestAuctionModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestHoldersQuorumlockFenced(t *testing.T) {
+	nodes := testNodes(t, 3)
+	impl := Quorumlock()
+	cfg := LockConfig{TTL: 150 * ms, Fencing: true}
+	if err := impl.Prepare(t.Context(), nodes, cfg); err != nil {
+		t.Fatal(err)
+	}
+	storage := testStorage(t)
+	w := &Workers{Rec: NewRecorder(3), Key: "lab-lock", Seed: 1, Storage: Storage{
+		Client:    storage,
+		FencedSet: func(ctx context.Context, key string, v int64, f uint64) error { return FencedSet(ctx, storage, key, v, f) },
+		IsStale:   IsStaleFence,
+	}}
+	for range 3 {
+		l, err := impl.New(nodes, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		w.Lockers = append(w.Lockers, l)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 1200*ms)
+	defer cancel()
+	Holders{HoldMin: 1 * ms, HoldMax: 3 * ms, PauseShare: 0.5, PausePast: 100 * ms, AttemptTimeout: time.Second, Fenced: true, CounterKey: "counter"}.Run(ctx, w)
+	h := w.Rec.Finish(nil)
+	h.ImplementsFence = true
+	h.FinalCounter, h.HasCounter = mustRead(t, w, "counter"), true
+	c := CheckHistory(h)
+	if c.Violations != 0 || c.StaleWrites != 0 || c.Increments == 0 {
+		t.Fatalf("check = %+v", c)
+	}
+	t.Logf("increments %d lost %d refused %d", c.Increments, c.LostUpdates, c.RejectedWrites)
+}
+
+func mustRead(t *testing.T, w *Workers, key string) int64 {
+	t.Helper()
+	v, err := w.readInt(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

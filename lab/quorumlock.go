@@ -1,0 +1,71 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/redlock"
+)
+
+// Quorumlock is this project's redlock package with its defaults (restart
+// quarantine of one TTL, clock-skew guard of TTL/10, wake-up on release),
+// the run's TTL, and fencing tokens when the scenario asks for them.
+func Quorumlock() Impl {
+	return Impl{
+		Name:    "quorumlock",
+		Fencing: true,
+		New: func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error) {
+			c, err := redlock.New(nodes, redlock.WithTTL(cfg.TTL), redlock.WithFencing(cfg.Fencing))
+			if err != nil {
+				return nil, err
+			}
+			return quorumlockLocker{c}, nil
+		},
+		// The nodes of a run are fresh: without Bootstrap each would serve a
+		// quarantine of one TTL before its first vote.
+		Prepare: func(ctx context.Context, nodes []redis.UniversalClient, cfg LockConfig) error {
+			c, err := redlock.New(nodes, redlock.WithTTL(cfg.TTL))
+			if err != nil {
+				return err
+			}
+			return errors.Join(c.Bootstrap(ctx), c.Close())
+		},
+	}
+}
+
+type quorumlockLocker struct{ c *redlock.Client }
+
+func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error) {
+	lk, err := l.c.Acquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return quorumlockHeld{lk}, nil
+}
+
+func (l quorumlockLocker) Close() error { return l.c.Close() }
+
+type quorumlockHeld struct{ l *redlock.Lock }
+
+func (h quorumlockHeld) Until() time.Time { return h.l.Until() }
+
+func (h quorumlockHeld) Fence() (uint64, bool) {
+	f := h.l.Fence()
+	return f, f != 0
+}
+
+func (h quorumlockHeld) Release(ctx context.Context) error { return h.l.Release(ctx) }
+
+// Implementations returns the implementations the lab compares.
+func Implementations() []Impl { return []Impl{Quorumlock(), Redsync()} }
+
+// FencedSet is the storage-side fencing check the lab uses: redlock.FencedSet.
+func FencedSet(ctx context.Context, rdb *redis.Client, key string, value int64, fence uint64) error {
+	return redlock.FencedSet(ctx, rdb, key, value, fence)
+}
+
+// IsStaleFence tells FencedSet's refusal from other errors.
+func IsStaleFence(err error) bool { return errors.Is(err, redlock.ErrStaleFence) }
