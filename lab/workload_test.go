@@ -160,9 +160,11 @@ func TestHoldersQuorumlockFenced(t *testing.T) {
 	}
 	storage := testStorage(t)
 	w := &Workers{Rec: NewRecorder(3), Key: "lab-lock", Seed: 1, Storage: Storage{
-		Client:    storage,
-		FencedSet: func(ctx context.Context, key string, v int64, f uint64) error { return FencedSet(ctx, storage, key, v, f) },
-		IsStale:   IsStaleFence,
+		Client: storage,
+		FencedSet: func(ctx context.Context, key string, v int64, f uint64) error {
+			return FencedSet(ctx, storage, key, v, f)
+		},
+		IsStale: IsStaleFence,
 	}}
 	for range 3 {
 		l, err := impl.New(nodes, cfg)
