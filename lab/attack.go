@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// attackTTL is the lock TTL of the attack scenarios: long enough that a
-// node restart (a container on the docker backend) fits inside one validity.
-func attackTTL(ttl time.Duration) time.Duration { return max(4*ttl, 2*time.Second) }
+// DefaultAttackTTL is the attack scenarios' lock TTL when Config.AttackTTL
+// is 0: long enough that a node restart (a container on the docker backend)
+// fits well inside one validity.
+func DefaultAttackTTL(ttl time.Duration) time.Duration { return max(4*ttl, 2*time.Second) }
 
 // A hit is the fault an attack aims at one of the holder's nodes. It returns
 // a wait function for faults that finish in the background.
@@ -78,7 +79,7 @@ func attackClockJump(ctx context.Context, r *run, victim int) (func() error, err
 }
 
 func (r *run) attack(ctx context.Context, h hit) error {
-	r.ttl = attackTTL(r.ttl)
+	r.ttl = r.attackTTL
 	n := r.fleet.Len()
 	perm := r.rng.Perm(n)
 	q := n/2 + 1

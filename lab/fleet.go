@@ -39,7 +39,7 @@ type Node interface {
 	Partition(ctx context.Context) error
 	Heal(ctx context.Context) error
 	Latency(ctx context.Context, delay, jitter time.Duration) error
-	Reset(ctx context.Context) error
+	ClearLatency(ctx context.Context) error
 	ClockJump(ctx context.Context, d time.Duration) error
 }
 

@@ -12,11 +12,11 @@ import (
 )
 
 // columns of the table, shared by the terminal and the Markdown report.
-var columns = []string{"scenario", "impl", "acq", "violations", "overlap", "lost upd", "stale wr", "avail", "p50", "p99", "verdict"}
+var columns = []string{"scenario", "impl", "acq", "violations", "overlap", "lost upd", "stale wr", "avail", "p50", "p99", "writes/s", "verdict"}
 
 func row(s ScenarioResult, o Outcome) []string {
 	if o.Skipped != "" {
-		return []string{s.Name, o.Impl, "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + o.Skipped}
+		return []string{s.Name, o.Impl, "-", "-", "-", "-", "-", "-", "-", "-", "-", "skipped: " + o.Skipped}
 	}
 	c := o.Check
 	lost, stale := "n/a", "n/a"
@@ -30,22 +30,22 @@ func row(s ScenarioResult, o Outcome) []string {
 		}
 	}
 	viol := fmt.Sprint(c.Violations)
+	verdict := o.Verdict.String()
 	if c.HasAuction {
-		viol = fmt.Sprintf("%d bid", c.AuctionViolations)
-		lost = fmt.Sprintf("%d bids", c.Bids)
+		// The auction's violations are bids that broke the invariant.
+		viol = fmt.Sprintf("%d/%d bids", c.AuctionViolations, c.Bids)
 		if c.AbortedTxns > 0 {
-			lost += fmt.Sprintf(", %d aborted", c.AbortedTxns)
+			verdict += fmt.Sprintf("; %d txns aborted", c.AbortedTxns)
 		}
 	}
 	avail := "n/a"
 	if c.MajorityUp > 0 {
 		avail = fmt.Sprintf("%.0f%%", 100*c.Availability)
 	}
-	verdict := o.Verdict.String()
 	if o.Err != "" {
 		verdict = "error: " + o.Err
 	}
-	return []string{s.Name, o.Impl, fmt.Sprint(c.Acquisitions), viol, round(c.OverlapTime), lost, stale, avail, round(c.P50), round(c.P99), verdict}
+	return []string{s.Name, o.Impl, fmt.Sprint(c.Acquisitions), viol, round(c.OverlapTime), lost, stale, avail, round(c.P50), round(c.P99), fmt.Sprintf("%.0f", o.Throughput), verdict}
 }
 
 func round(d time.Duration) string {

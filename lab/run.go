@@ -43,6 +43,9 @@ type Config struct {
 	Duration time.Duration
 	// TTL is the lock TTL for both implementations.
 	TTL time.Duration
+	// AttackTTL is the lock TTL of the attack scenarios (restart, clock
+	// jump); 0 means DefaultAttackTTL(TTL).
+	AttackTTL time.Duration
 	// Seed chooses the nodes faults hit and drives the clients' random choices.
 	Seed uint64
 
@@ -69,6 +72,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if cfg.Duration <= 0 || cfg.TTL <= 0 {
 		return nil, fmt.Errorf("lab: duration %v and TTL %v must be positive", cfg.Duration, cfg.TTL)
+	}
+	if cfg.AttackTTL <= 0 {
+		cfg.AttackTTL = DefaultAttackTTL(cfg.TTL)
 	}
 	res := &Results{Backend: cfg.Backend, Nodes: cfg.Nodes, Seed: cfg.Seed, Duration: cfg.Duration, TTL: cfg.TTL, Started: time.Now()}
 	defer func() { res.Elapsed = time.Since(res.Started) }()
@@ -102,7 +108,7 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) Outcome {
 	if cfg.Progress != nil {
 		expected := cfg.Duration
 		if sc.once {
-			expected = attackTTL(cfg.TTL)
+			expected = cfg.AttackTTL
 		}
 		cfg.Progress.Start(sc.Name, impl.Name, expected)
 		defer func() { cfg.Progress.Done(o) }()
@@ -138,12 +144,16 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) Outcome {
 	h := fnv.New64a()
 	h.Write([]byte(sc.Name))
 	r := &run{
-		impl: impl, fleet: fleet, storage: storage, ttl: cfg.TTL, seed: cfg.Seed,
+		impl: impl, fleet: fleet, storage: storage, ttl: cfg.TTL, attackTTL: cfg.AttackTTL, seed: cfg.Seed,
 		rng: rand.New(rand.NewPCG(cfg.Seed, h.Sum64())),
 		rec: NewRecorder(0),
 	}
 	defer r.closeLockers()
-	wctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	d := cfg.Duration
+	if sc.once {
+		d = 4 * cfg.AttackTTL // a bound, not a length: the attack ends on its own
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
 	err = sc.run(wctx, r)
 	cancel()
 	hist := r.rec.Finish(func(h *History) {
@@ -210,7 +220,9 @@ type run struct {
 	rng     *rand.Rand // the schedule's choices: same for every implementation
 	seed    uint64
 	ttl     time.Duration
-	down    atomic.Int32 // nodes currently unreachable from every client
+	// attackTTL replaces ttl in the attack scenarios.
+	attackTTL time.Duration
+	down      atomic.Int32 // nodes currently unreachable from every client
 
 	clients        int
 	counter, price bool

@@ -174,13 +174,19 @@ type Storm struct {
 // Run runs rounds until ctx is done.
 func (s Storm) Run(ctx context.Context, w *Workers) {
 	for ctx.Err() == nil {
-		rctx, cancel := context.WithTimeout(ctx, s.Round)
+		end := time.Now().Add(s.Round)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
+			return // a round cut short by the end of the run would count its waiters as failures
+		}
+		rctx, cancel := context.WithDeadline(ctx, end)
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		for i := range w.Lockers {
 			wg.Go(func() {
 				<-start
-				l, idx := w.acquire(rctx, i, s.Round)
+				// The run's ctx, not the round's: an attempt the round
+				// cut short is a failure, not the end of the run.
+				l, idx := w.acquire(ctx, i, time.Until(end))
 				if l == nil {
 					return
 				}
