@@ -1,0 +1,135 @@
+// Package bench measures quorumlock's redlock against go-redsync/redsync v4
+// and against a raw floor on the same Redis nodes, in the same process. The
+// go benchmarks in integration/ and `quorumlock bench` share this code, so
+// the figures of one are the figures of the other.
+//
+// The raw floor is what any Redlock must pay: SET NX PX on every node at
+// once, then a token-checked delete on every node at once, with no retry,
+// validity math or error reporting.
+//
+// The package knows nothing about how the nodes were started: the caller
+// passes one go-redis client per node and, for the slow-node figure, a
+// function that adds latency to one node.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/redlock"
+)
+
+// Env is the set of nodes a benchmark runs on.
+type Env struct {
+	// Clients has one client per node. The benchmark makes its own copies
+	// (same options, a pool large enough for the throughput figure) and
+	// leaves these to the caller.
+	Clients []*redis.Client
+	// Latency adds delay to every reply of node i (0 removes it). Nil
+	// skips the slow-node figure.
+	Latency func(ctx context.Context, i int, delay time.Duration) error
+	// Label names the nodes in the report ("docker", "embedded", ...).
+	Label string
+}
+
+// Nodes is an Env opened for measuring: the benchmark's own clients and the
+// three contenders built on them. Close it when done.
+type Nodes struct {
+	env     Env
+	Clients []redis.UniversalClient
+	Ours    *redlock.Client // defaults, shared by every goroutine
+	Fenced  *redlock.Client // WithFencing(true)
+	Redsync *redsync.Redsync
+	Raw     *Raw
+	prefix  string
+	closers []func() error
+}
+
+// poolSize lets the throughput figure's goroutines each have a connection
+// per node, so that the pool is not what is measured.
+const poolSize = 128
+
+// Open copies env's clients, builds the contenders and declares the nodes
+// freshly deployed (redlock.Client.Bootstrap) so that their restart
+// quarantine does not hide the figures.
+func Open(ctx context.Context, env Env) (*Nodes, error) {
+	if len(env.Clients) == 0 {
+		return nil, errors.New("bench: no nodes")
+	}
+	n := &Nodes{env: env, prefix: "bench:" + strconv.FormatUint(rand.Uint64(), 36) + ":"}
+	pools := make([]redsyncredis.Pool, len(env.Clients))
+	for i, c := range env.Clients {
+		o := *c.Options()
+		o.PoolSize = max(o.PoolSize, poolSize)
+		o.ContextTimeoutEnabled = true
+		rc := redis.NewClient(&o)
+		n.closers = append(n.closers, rc.Close)
+		n.Clients = append(n.Clients, rc)
+		pools[i] = goredis.NewPool(rc)
+	}
+	var err error
+	if n.Ours, err = n.NewClient(); err != nil {
+		return nil, errors.Join(err, n.Close())
+	}
+	if n.Fenced, err = n.NewClient(redlock.WithFencing(true)); err != nil {
+		return nil, errors.Join(err, n.Close())
+	}
+	if err := n.Ours.Bootstrap(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("bench: bootstrap: %w", err), n.Close())
+	}
+	n.Redsync = redsync.New(pools...)
+	n.Raw = NewRaw(n.Clients, redlock.DefaultTTL)
+	return n, nil
+}
+
+// NewClient returns a redlock.Client on the nodes, closed with n.
+func (n *Nodes) NewClient(opts ...redlock.Option) (*redlock.Client, error) {
+	c, err := redlock.New(n.Clients, opts...)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, c.Close)
+	return c, nil
+}
+
+// Key returns a key unique to this run.
+func (n *Nodes) Key(parts ...string) string {
+	k := n.prefix
+	for i, p := range parts {
+		if i > 0 {
+			k += ":"
+		}
+		k += p
+	}
+	return k
+}
+
+// Keys returns count distinct keys unique to this run, for benchmarks that
+// must not build a key inside the timed loop.
+func (n *Nodes) Keys(name string, count int) []string {
+	keys := make([]string, count)
+	for i := range keys {
+		keys[i] = n.Key(name, strconv.Itoa(i))
+	}
+	return keys
+}
+
+// Close closes what Open created, the redlock clients first (they use the
+// node clients), in reverse order.
+func (n *Nodes) Close() error {
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		errs = append(errs, n.closers[i]())
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,274 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/redlock"
+)
+
+// Config sets the length of each figure. The zero value is the full run;
+// Quick returns the short one.
+type Config struct {
+	OpTime      time.Duration // per uncontended, fencing and guard measurement (default 1 s)
+	Contention  time.Duration // per contention run (default 10 s)
+	Workers     int           // contention workers (default 8)
+	Critical    time.Duration // contention critical section (default 2 ms)
+	SlowTime    time.Duration // per slow-node run (default 5 s)
+	SlowDelay   time.Duration // latency added to the slow node (default 50 ms)
+	Throughput  time.Duration // per throughput run (default 5 s)
+	Goroutines  int           // throughput goroutines (default 64)
+	Only        []string      // figures to run ("uncontended", "contention", "slow", "throughput", "fencing", "guard"); all when empty
+	Logf        func(format string, args ...any)
+	quickMarker bool
+}
+
+// Quick is a run of well under a minute.
+func Quick() Config {
+	return Config{
+		OpTime: 400 * time.Millisecond, Contention: 3 * time.Second, SlowTime: 1500 * time.Millisecond,
+		Throughput: 2 * time.Second, quickMarker: true,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.OpTime, time.Second)
+	def(&c.Contention, 10*time.Second)
+	def(&c.Critical, 2*time.Millisecond)
+	def(&c.SlowTime, 5*time.Second)
+	def(&c.SlowDelay, 50*time.Millisecond)
+	def(&c.Throughput, 5*time.Second)
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Goroutines <= 0 {
+		c.Goroutines = 64
+	}
+	return c
+}
+
+func (c Config) runs(fig string) bool {
+	if len(c.Only) == 0 {
+		return true
+	}
+	for _, f := range c.Only {
+		if f == fig {
+			return true
+		}
+	}
+	return false
+}
+
+func (c Config) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// Figures lists the names Config.Only accepts.
+var Figures = []string{"uncontended", "contention", "slow", "throughput", "fencing", "guard"}
+
+// Report is the outcome of Run.
+type Report struct {
+	Label       string             `json:"label"`
+	Nodes       int                `json:"nodes"`
+	Quick       bool               `json:"quick"`
+	GoVersion   string             `json:"go_version"`
+	GOMAXPROCS  int                `json:"gomaxprocs"`
+	Started     time.Time          `json:"started"`
+	Seconds     float64            `json:"seconds"`
+	Uncontended []OpResult         `json:"uncontended,omitempty"`
+	Contention  []ContentionResult `json:"contention,omitempty"`
+	SlowNode    []LatencyResult    `json:"slow_node,omitempty"`
+	Throughput  []ThroughputResult `json:"throughput,omitempty"`
+	Fencing     []OpResult         `json:"fencing,omitempty"`
+	Guard       []OpResult         `json:"guard,omitempty"`
+	Targets     []Target           `json:"targets,omitempty"`
+}
+
+// Names of the contenders in the report.
+const (
+	NameOurs          = "quorumlock"
+	NameOursPerWorker = "quorumlock, Client per worker"
+	NameRedsync       = "redsync"
+	NameRedsyncFast   = "redsync WithFailFast"
+	NameRaw           = "raw floor"
+	NameOursAllFast   = "quorumlock, all nodes fast"
+	NameOursFenced    = "quorumlock WithFencing"
+	NameGuarded       = "SET, guarded client"
+	NameUnguarded     = "SET, plain client"
+)
+
+// Run measures every figure Config selects on env.
+func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
+	quick := cfg.quickMarker
+	cfg = cfg.withDefaults()
+	n, err := Open(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	rep := &Report{
+		Label: env.Label, Nodes: len(env.Clients), Quick: quick, GoVersion: runtime.Version(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), Started: time.Now(),
+	}
+	steps := []struct {
+		fig string
+		run func(context.Context, *Nodes, Config, *Report) error
+	}{
+		{"uncontended", runUncontended},
+		{"contention", runContention},
+		{"slow", runSlow},
+		{"throughput", runThroughput},
+		{"fencing", runFencing},
+		{"guard", runGuard},
+	}
+	for _, s := range steps {
+		if !cfg.runs(s.fig) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		cfg.logf("bench: %s", s.fig)
+		if err := s.run(ctx, n, cfg, rep); err != nil {
+			return rep, fmt.Errorf("bench: %s: %w", s.fig, err)
+		}
+	}
+	rep.Seconds = time.Since(rep.Started).Seconds()
+	rep.Targets = rep.targets()
+	return rep, nil
+}
+
+func runUncontended(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	keys := n.Keys("uncontended", 4096)
+	rep.Uncontended = append(rep.Uncontended,
+		Measure(ctx, NameOurs, cfg.OpTime, keys, OursOp(n.Ours)),
+		Measure(ctx, NameRedsync, cfg.OpTime, keys, RedsyncOp(n.Redsync)),
+		Measure(ctx, NameRaw, cfg.OpTime, keys, RawOp(n.Raw)),
+	)
+	return nil
+}
+
+func runContention(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	perWorker := make([]Contender, cfg.Workers)
+	for i := range perWorker {
+		c, err := n.NewClient()
+		if err != nil {
+			return err
+		}
+		perWorker[i] = OursContender(c)
+	}
+	shared := OursContender(n.Ours)
+	rs := RedsyncContender(n.Redsync)
+	rep.Contention = append(rep.Contention,
+		Contention(ctx, NameOurs, n.Key("contention", "ours"), cfg.Workers, cfg.Critical, cfg.Contention, func(int) Contender { return shared }),
+		Contention(ctx, NameOursPerWorker, n.Key("contention", "ours-per-worker"), cfg.Workers, cfg.Critical, cfg.Contention, func(i int) Contender { return perWorker[i] }),
+		Contention(ctx, NameRedsync, n.Key("contention", "redsync"), cfg.Workers, cfg.Critical, cfg.Contention, func(int) Contender { return rs }),
+	)
+	return nil
+}
+
+func runSlow(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	if n.env.Latency == nil {
+		cfg.logf("bench: no latency injection on these nodes: slow-node figure skipped")
+		return nil
+	}
+	keys := n.Keys("slow", 4096)
+	const minOps = 20
+	rep.SlowNode = append(rep.SlowNode, AcquireLatency(ctx, NameOursAllFast, keys, cfg.SlowTime, minOps, OursContender(n.Ours)))
+	slow := len(n.Clients) - 1
+	if err := n.env.Latency(ctx, slow, cfg.SlowDelay); err != nil {
+		return err
+	}
+	rep.SlowNode = append(rep.SlowNode,
+		AcquireLatency(ctx, NameOurs, keys, cfg.SlowTime, minOps, OursContender(n.Ours)),
+		AcquireLatency(ctx, NameRedsync, keys, cfg.SlowTime, minOps, RedsyncContender(n.Redsync)),
+		AcquireLatency(ctx, NameRedsyncFast, keys, cfg.SlowTime, minOps, RedsyncContender(n.Redsync, redsync.WithFailFast(true))),
+	)
+	return n.env.Latency(context.WithoutCancel(ctx), slow, 0)
+}
+
+func runThroughput(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	rep.Throughput = append(rep.Throughput,
+		Throughput(ctx, NameOurs, n.Keys("throughput-ours", cfg.Goroutines), cfg.Throughput, OursContender(n.Ours)),
+		Throughput(ctx, NameRedsync, n.Keys("throughput-redsync", cfg.Goroutines), cfg.Throughput, RedsyncContender(n.Redsync)),
+		Throughput(ctx, NameRaw, n.Keys("throughput-raw", cfg.Goroutines), cfg.Throughput, RawContender(n.Raw)),
+	)
+	return nil
+}
+
+func runFencing(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	keys := n.Keys("fencing", 4096)
+	rep.Fencing = append(rep.Fencing,
+		Measure(ctx, NameOurs, cfg.OpTime, keys, OursOp(n.Ours)),
+		Measure(ctx, NameOursFenced, cfg.OpTime, keys, OursOp(n.Fenced)),
+	)
+	return nil
+}
+
+func runGuard(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	g, err := NewGuardPair(ctx, n)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	keys := n.Keys("guard", 1)
+	rep.Guard = append(rep.Guard,
+		Measure(g.Ctx, NameUnguarded, cfg.OpTime, keys, SetOp(g.Plain)),
+		Measure(g.Ctx, NameGuarded, cfg.OpTime, keys, SetOp(g.Guarded)),
+	)
+	return nil
+}
+
+// GuardPair is two clients to node 0, one guarded (redlock.Guard) and one
+// not, and a context carrying a held lock: the same command through each
+// shows the guard's cost.
+type GuardPair struct {
+	Guarded, Plain redis.UniversalClient
+	Ctx            context.Context
+	lock           *redlock.Lock
+	cancel         context.CancelFunc
+	closers        []func() error
+}
+
+// NewGuardPair acquires a lock with n.Ours (auto-extended, so that it stays
+// valid however long the measurement runs) and opens the two clients.
+func NewGuardPair(ctx context.Context, n *Nodes) (*GuardPair, error) {
+	l, err := n.Ours.Acquire(ctx, n.Key("guard", "lock"), redlock.WithAutoExtend(true))
+	if err != nil {
+		return nil, err
+	}
+	g := &GuardPair{lock: l}
+	g.Ctx, g.cancel = l.Context(ctx)
+	base := n.Clients[0].(*redis.Client).Options()
+	for _, p := range []*redis.UniversalClient{&g.Guarded, &g.Plain} {
+		o := *base
+		c := redis.NewClient(&o)
+		g.closers = append(g.closers, c.Close)
+		*p = c
+	}
+	redlock.Guard(g.Guarded)
+	return g, nil
+}
+
+// Close releases the lock and closes the clients.
+func (g *GuardPair) Close() error {
+	g.cancel()
+	errs := []error{g.lock.Release(context.Background())}
+	for _, c := range g.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
