@@ -16,6 +16,27 @@
 // one view leaves the others untouched. The default view serves Clients,
 // Addrs and Node.Addr.
 //
+// Faults per backend (Cluster.Supports answers the same at run time; an
+// unsupported fault returns an *UnsupportedError matching ErrUnsupported):
+//
+//	fault        embedded                         docker                                   external
+//	kill         close the miniredis server       SIGKILL                                  unsupported
+//	stop         same as kill                     SIGTERM (AOF flushed), SIGKILL after 10s unsupported
+//	restart      new server; data kept only for   new container on the same data dir;      unsupported
+//	             AOF settings and !WipeData       WipeData empties the dir
+//	pause        hold the server's lock           docker pause                             unsupported
+//	partition    proxy stops listening            same                                     same
+//	blackhole    timeout toxic (requests eaten)   same                                     same
+//	latency      latency toxic on replies         same                                     same
+//	reset        reset_peer toxic (TCP RST)       same                                     same
+//	clock-jump   offset clock pushed by SetTime   libfaketime timestamp file               unsupported
+//	clock-rate   same clock, scaled               libfaketime "x<rate>" (FAKETIME_XRESET)  unsupported
+//	persistence  simulated (see restart)          --appendonly/--appendfsync args          unsupported
+//
+// On docker, clock faults need libfaketime in the image: the project image
+// has it (label org.quorumlock.faketime); an image from
+// QUORUMLOCK_REDIS_IMAGE without that label reports them unsupported.
+//
 // The package knows nodes, not locks.
 package cluster
 

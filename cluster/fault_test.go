@@ -407,3 +407,34 @@ func TestClockRate(t *testing.T) {
 		}
 	})
 }
+
+// A paused node can still be killed, restarted and closed.
+func TestKillAndCloseWhilePaused(t *testing.T) {
+	forBackends(t, 2, func(t *testing.T, c *cluster.Cluster) {
+		ctx := testCtx(t)
+		n := c.Node(0)
+		if err := n.ClockJump(ctx, time.Second); err != nil && !errors.Is(err, cluster.ErrUnsupported) {
+			t.Fatal(err)
+		}
+		if err := n.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Restart(ctx, cluster.RestartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		mustPing(t, n.Client())
+		if err := n.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Node(1).Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 15*time.Second {
+			t.Fatalf("Close with paused nodes took %v", took)
+		}
+	})
+}
