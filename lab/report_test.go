@@ -121,3 +121,19 @@ func TestWriteReport(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	for _, terminal := range []bool{false, true} {
+		var b bytes.Buffer
+		p := NewProgress(&b, terminal)
+		p.Start("baseline", "quorumlock", 300*ms)
+		time.Sleep(250 * ms)
+		p.Done(Outcome{Scenario: "baseline", Impl: "quorumlock", Elapsed: 300 * ms})
+		p.Start("auction", "redsync", 300*ms)
+		p.Done(Outcome{Scenario: "auction", Impl: "redsync", Skipped: "why not"})
+		out := b.String()
+		if !strings.Contains(out, "baseline") || !strings.Contains(out, "as expected") || !strings.Contains(out, "skipped: why not") {
+			t.Errorf("terminal=%v: progress output:\n%s", terminal, out)
+		}
+	}
+}
