@@ -154,6 +154,7 @@ type ThroughputResult struct {
 	Acquired   int     `json:"acquired"`
 	PerSecond  float64 `json:"per_second"`
 	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
 }
 
 // Throughput runs goroutines, each acquiring and releasing its own key in
@@ -162,6 +163,7 @@ func Throughput(ctx context.Context, name string, keys []string, d time.Duration
 	runCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var acquired, errs atomic.Int64
+	var first atomic.Pointer[string]
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, key := range keys {
@@ -173,6 +175,8 @@ func Throughput(ctx context.Context, name string, keys []string, d time.Duration
 				if err != nil {
 					if runCtx.Err() == nil {
 						errs.Add(1)
+						msg := err.Error()
+						first.CompareAndSwap(nil, &msg)
 					}
 					continue
 				}
@@ -180,6 +184,8 @@ func Throughput(ctx context.Context, name string, keys []string, d time.Duration
 				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 				if err := release(rctx); err != nil && !errors.Is(err, context.Canceled) {
 					errs.Add(1)
+					msg := "release: " + err.Error()
+					first.CompareAndSwap(nil, &msg)
 				}
 				rcancel()
 			}
@@ -187,10 +193,14 @@ func Throughput(ctx context.Context, name string, keys []string, d time.Duration
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	return ThroughputResult{
+	r := ThroughputResult{
 		Name: name, Goroutines: len(keys), Seconds: elapsed.Seconds(),
 		Acquired: int(acquired.Load()), PerSecond: float64(acquired.Load()) / elapsed.Seconds(), Errors: int(errs.Load()),
 	}
+	if p := first.Load(); p != nil {
+		r.FirstError = *p
+	}
+	return r
 }
 
 // percentile returns the q-quantile of ds (nearest rank), 0 for none.

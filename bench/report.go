@@ -156,13 +156,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 		}
 		p("\n4. Throughput: %d goroutines, distinct keys\t\n", r.Throughput[0].Goroutines)
-		p("\tacquired\tacq/s\t×redsync\terrors\t\n")
+		p("\tacquired\tacq/s\t×redsync\terrors\tfirst error\t\n")
 		for _, t := range r.Throughput {
 			x := "-"
 			if rs > 0 {
 				x = fmt.Sprintf("%.2f", t.PerSecond/rs)
 			}
-			p("%s\t%d\t%.0f\t%s\t%d\t\n", t.Name, t.Acquired, t.PerSecond, x, t.Errors)
+			p("%s\t%d\t%.0f\t%s\t%d\t%s\t\n", t.Name, t.Acquired, t.PerSecond, x, t.Errors, clip(t.FirstError, 60))
 		}
 	}
 	ops("5a. Fencing: Acquire+Release, plain vs WithFencing(true)", r.Fencing, NameOurs, "plain")
@@ -186,4 +186,11 @@ func ratio(v float64, base *OpResult, f func(*OpResult) float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f", v/f(base))
+}
+
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
