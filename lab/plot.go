@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"image/color"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 var (
@@ -18,7 +19,7 @@ var (
 	violColor   = color.NRGBA{R: 0xdd, G: 0x00, B: 0x00, A: 0xff}
 )
 
-// writeTimeline draws one panel per implementation that ran: a row per
+// writeTimeline draws, as SVG or PNG by path's extension, one panel per implementation that ran: a row per
 // client with its holding intervals as bars (grey tails: a paused client
 // still acting after its validity ended), the faults as shaded spans, and the
 // violations as red marks on their own row.
@@ -45,7 +46,11 @@ func writeTimeline(path string, s *ScenarioResult) error {
 		return nil
 	}
 	width := 9 * vg.Inch
-	c := vgsvg.New(width, height)
+	format := strings.TrimPrefix(filepath.Ext(path), ".")
+	c, err := draw.NewFormattedCanvas(width, height, format)
+	if err != nil {
+		return fmt.Errorf("lab: timeline: %w", err)
+	}
 	dc := draw.New(c)
 	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadY: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 4}
 	canvases := plot.Align(plots, tiles, dc)
@@ -90,13 +95,18 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 	}
 	_, xmax, ymin, ymax := t.DataRange()
 	label := draw.TextStyle{Color: color.Black, Font: p.X.Tick.Label.Font, Handler: p.X.Tick.Label.Handler, XAlign: draw.XLeft, YAlign: draw.YTop}
-	for _, f := range t.h.Faults {
+	// Faults and overlaps are often milliseconds wide: draw each at least a
+	// hair wide so that it stays visible at any run length.
+	minW := xmax / 300
+	for i, f := range t.h.Faults {
 		end := f.End
 		if end <= f.Start {
 			end = t.h.Duration
 		}
-		rect(faultColor, f.Start.Seconds(), end.Seconds(), ymin, ymax)
-		c.FillText(label, vg.Point{X: tx(f.Start.Seconds()) + 2, Y: ty(ymax) - 2}, fmt.Sprintf("%s %v", f.Name, f.Nodes))
+		rect(faultColor, f.Start.Seconds(), max(end.Seconds(), f.Start.Seconds()+minW), ymin, ymax)
+		// Stack the labels so that faults starting together stay legible.
+		y := ty(ymax) - 2 - vg.Length(i)*label.Font.Size*1.1
+		c.FillText(label, vg.Point{X: tx(f.Start.Seconds()) + 2, Y: y}, fmt.Sprintf("%s %v", f.Name, f.Nodes))
 	}
 	for _, h := range t.h.Holds {
 		y := float64(h.Client + 1)
@@ -105,15 +115,14 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 			rect(pausedColor, max(h.Acquired, h.Until).Seconds(), h.Released.Seconds(), y-0.15, y+0.15)
 		}
 	}
-	// Overlaps are often microseconds wide: draw each at least a hair wide
-	// so that it stays visible at any run length.
-	minW := xmax / 400
+	// A violation: a full bar on its own row, and a red core inside both
+	// holders' bars, which stay visible around it.
 	for _, o := range t.overlaps {
 		s, e := o.Start.Seconds(), o.End.Seconds()
 		rect(violColor, s, max(e, s+minW), -0.35, 0.35)
 		for _, i := range []int{o.A, o.B} {
 			y := float64(t.h.Holds[i].Client + 1)
-			rect(violColor, s, max(e, s+minW), y-0.45, y+0.45)
+			rect(violColor, s, max(e, s+minW), y-0.12, y+0.12)
 		}
 	}
 }

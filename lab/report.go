@@ -120,7 +120,10 @@ func writeMarkdown(w io.Writer, r *Results) {
 		"**Lost updates** are acknowledged counter increments missing from the final value (x/y = lost/acknowledged). "+
 		"**Stale writes** are writes the storage accepted with a fencing token lower than one it had already accepted. "+
 		"**Availability** is the share of acquisition attempts started while a majority of nodes was up that got the lock. "+
-		"Latencies are of successful acquisitions and include waiting for the previous holder.\n\n")
+		"Latencies are of successful acquisitions and include waiting for the previous holder, so a fair lock shows a higher median than one "+
+		"that lets the last holder win again. The **verdict** compares each measure with the scenario's expectation: "+
+		"UNEXPECTED marks a safety measure that should have stayed zero; \"not shown\" marks an expected failure the run did not provoke; "+
+		"\"degraded\" marks availability under the scenario's floor (a liveness remark, not a failure).\n\n")
 
 	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
 	for _, s := range r.Scenarios {

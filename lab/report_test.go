@@ -137,3 +137,13 @@ func TestProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestJudgeDegraded(t *testing.T) {
+	v := Judge(Expectation{MinAvailability: 0.5}, Check{MajorityUp: 10, Availability: 0.2})
+	if !v.OK() || v.String() != "as expected; degraded: availability 20% < 50%" {
+		t.Errorf("verdict = %v, %q", v.OK(), v)
+	}
+	if v := Judge(Expectation{MinAvailability: 0.5}, Check{}); len(v.Degraded) != 0 {
+		t.Errorf("no attempts judged degraded: %q", v)
+	}
+}

@@ -50,6 +50,10 @@ type Expectation struct {
 	LostUpdates Want `json:"lost_updates"`
 	StaleWrites Want `json:"stale_writes"`
 	Auction     Want `json:"auction"` // auction invariant violations
+	// MinAvailability, when set, is the share of attempts (made while a
+	// majority was up) below which the outcome is marked degraded. It is a
+	// liveness remark, not a failure.
+	MinAvailability float64 `json:"min_availability,omitempty"`
 }
 
 // Verdict compares what a run found with what was expected.
@@ -58,20 +62,27 @@ type Verdict struct {
 	Unexpected []string `json:"unexpected,omitempty"`
 	// NotShown lists the measures the scenario expected to see and did not.
 	NotShown []string `json:"not_shown,omitempty"`
+	// Degraded says what fell short of the liveness expectation.
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 // OK is true when nothing unexpected happened.
 func (v Verdict) OK() bool { return len(v.Unexpected) == 0 }
 
 func (v Verdict) String() string {
+	var s string
 	switch {
 	case !v.OK():
-		return "UNEXPECTED " + strings.Join(v.Unexpected, ", ")
+		s = "UNEXPECTED " + strings.Join(v.Unexpected, ", ")
 	case len(v.NotShown) > 0:
-		return "ok (" + strings.Join(v.NotShown, ", ") + " not shown)"
+		s = "ok (" + strings.Join(v.NotShown, ", ") + " not shown)"
 	default:
-		return "as expected"
+		s = "as expected"
 	}
+	if len(v.Degraded) > 0 {
+		s += "; degraded: " + strings.Join(v.Degraded, ", ")
+	}
+	return s
 }
 
 // Judge compares c with e.
@@ -92,6 +103,9 @@ func Judge(e Expectation, c Check) Verdict {
 	judge("lost updates", e.LostUpdates, c.LostUpdates, c.HasCounter)
 	judge("stale writes", e.StaleWrites, c.StaleWrites, c.HasFence && c.HasCounter)
 	judge("auction", e.Auction, c.AuctionViolations, c.HasAuction)
+	if e.MinAvailability > 0 && c.MajorityUp > 0 && c.Availability < e.MinAvailability {
+		v.Degraded = append(v.Degraded, fmt.Sprintf("availability %.0f%% < %.0f%%", 100*c.Availability, 100*e.MinAvailability))
+	}
 	return v
 }
 
