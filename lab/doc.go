@@ -9,15 +9,18 @@
 // The happy path:
 //
 //	res, err := lab.Run(ctx, lab.Config{
-//		Backend:   cluster.BackendEmbedded,
-//		Scenarios: lab.Scenarios(),           // or a subset by name
-//		Impls:     lab.Implementations(),     // quorumlock and redsync
+//		NewFleet:  lab.ClusterFleet(cluster.Options{Backend: cluster.BackendEmbedded, Nodes: 5}),
+//		Scenarios: lab.Scenarios(),       // or lab.SelectScenarios(names)
+//		Impls:     lab.Implementations(), // quorumlock and redsync
 //		Duration:  3 * time.Second,
+//		TTL:       500 * time.Millisecond,
 //		Seed:      1,
+//		FencedSet: lab.FencedSet,
+//		IsStale:   lab.IsStaleFence,
 //	})
 //	if err != nil { ... }
 //	lab.WriteTable(os.Stdout, res)
-//	err = lab.WriteReport("lab-report", res) // Markdown + one timeline picture per scenario
+//	err = lab.WriteReport("lab-report", res) // README.md, results.json, one timeline per scenario
 //
 // What the lab does not prove: a run that shows no violation says only that
 // this schedule, on these nodes, during these seconds, found none. The checker

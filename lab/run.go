@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -301,7 +302,7 @@ func (r *run) withSchedule(ctx context.Context, steps []step, work func(ctx cont
 			evs = append(evs, event{at: time.Duration((s.at + s.span) * float64(d)), s: i})
 		}
 	}
-	slices.SortStableFunc(evs, func(a, b event) int { return int(a.at - b.at) })
+	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/quorumlock/quorumlock/cluster"
 )
 
@@ -53,5 +55,39 @@ func TestScenariosEmbedded(t *testing.T) {
 	}
 	if err := WriteReport(t.TempDir(), res); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExternalSkipsProcessFaults runs on servers the lab does not own: the
+// network faults run through the proxies, the process faults are skipped
+// with the cluster's reason.
+func TestExternalSkipsProcessFaults(t *testing.T) {
+	var urls []string
+	for range 3 {
+		urls = append(urls, "redis://"+miniredis.RunT(t).Addr())
+	}
+	sc, err := SelectScenarios([]string{"partition-minority", "kill-minority", "restart-now"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(t.Context(), Config{
+		NewFleet:  ClusterFleet(cluster.Options{Backend: cluster.BackendExternal, URLs: urls}),
+		Scenarios: sc, Impls: []Impl{Redsync()},
+		Duration: 500 * time.Millisecond, TTL: 200 * time.Millisecond, AttackTTL: 500 * time.Millisecond, Seed: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Outcome{}
+	for _, s := range res.Scenarios {
+		got[s.Name] = s.Outcomes[0]
+	}
+	if o := got["partition-minority"]; o.Skipped != "" || o.Err != "" || o.Check.Acquisitions == 0 {
+		t.Errorf("partition-minority = %+v", o)
+	}
+	for _, name := range []string{"kill-minority", "restart-now"} {
+		if o := got[name]; !strings.Contains(o.Skipped, "not supported") {
+			t.Errorf("%s: skipped %q, error %q; want a skip for an unsupported fault", name, o.Skipped, o.Err)
+		}
 	}
 }
