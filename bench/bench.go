@@ -190,3 +190,11 @@ func (n *Nodes) Warm(ctx context.Context, conns int) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Latency adds delay to node i's replies (0 removes it), when the Env can.
+func (n *Nodes) Latency(ctx context.Context, i int, delay time.Duration) error {
+	if n.env.Latency == nil {
+		return errors.New("bench: these nodes have no latency injection")
+	}
+	return n.env.Latency(ctx, i, delay)
+}
