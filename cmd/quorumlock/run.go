@@ -235,12 +235,13 @@ func (cfg *runConfig) acquire(ctx context.Context, locks *redlock.Client) (*redl
 	switch {
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("interrupted while waiting for lock %q: %w", cfg.key, err)
+	case errors.Is(err, context.DeadlineExceeded) && cfg.wait > 0:
+		// The last attempt was cut short, so its votes tell little.
+		why = fmt.Sprintf("not obtained within --wait %v", cfg.wait)
 	case errors.Is(err, redlock.ErrQuarantined):
 		why = "nodes in restart quarantine (for freshly deployed nodes only: --bootstrap)"
 	case errors.Is(err, redlock.ErrTaken):
 		why = "held by another owner"
-	case errors.Is(err, context.DeadlineExceeded):
-		why = fmt.Sprintf("not obtained within --wait %v", cfg.wait)
 	default:
 		why = "not obtained"
 	}

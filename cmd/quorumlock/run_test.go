@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,7 +211,7 @@ func TestRunWaitRunsOut(t *testing.T) {
 	if code := exitCode(err); code != exitNotObtained {
 		t.Fatalf("exit status %d (%v), want %d", code, err, exitNotObtained)
 	}
-	if !strings.Contains(err.Error(), "held by another owner") {
+	if !strings.Contains(err.Error(), `lock "k" not obtained within --wait 300ms`) {
 		t.Errorf("message %q does not say why", err)
 	}
 }
@@ -342,6 +343,26 @@ func TestRunInterrupted(t *testing.T) {
 	}
 	if n := tn.holders("k"); n != 0 {
 		t.Errorf("key left on %d nodes after the interrupt", n)
+	}
+}
+
+func TestRunForwardsSignals(t *testing.T) {
+	tn := newNodes(t, 3)
+	started := filepath.Join(t.TempDir(), "started")
+	cfg, _, _ := testRun(tn, "k", "sh", "-c", `touch "$1"; exec sleep 60`, "sh", started)
+	done := runAsync(testCtx(t), cfg)
+	waitFile(t, started)
+	// run has registered for SIGINT before starting the command, so the
+	// signal goes to the command instead of ending the test binary.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := result(t, done)
+	if code := exitCode(err); code != 128+2 {
+		t.Fatalf("exit status %d (%v), want 130 (SIGINT passed on)", code, err)
+	}
+	if n := tn.holders("k"); n != 0 {
+		t.Errorf("key left on %d nodes", n)
 	}
 }
 
