@@ -115,6 +115,8 @@ func writeMarkdown(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "Backend **%s**, %d lock nodes, seed %d, %v per scenario and implementation, lock TTL %v; "+
 		"run started %s and took %v.\n\n", r.Backend, r.Nodes, r.Seed, r.Duration, r.TTL,
 		r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "Reproduce: `quorumlock lab --backend %s --seed %d --duration %v --ttl %v` (timing differs from run to run; "+
+		"the seed fixes the schedule, the nodes it hits and the clients' random choices).\n\n", r.Backend, r.Seed, r.Duration, r.TTL)
 	fmt.Fprintf(w, "How to read it: a **violation** is a pair of clients whose holding intervals "+
 		"(from the moment Acquire returned to the earlier of release and the local validity deadline) intersect. "+
 		"**Lost updates** are acknowledged counter increments missing from the final value (x/y = lost/acknowledged). "+
@@ -137,6 +139,9 @@ func writeMarkdown(w io.Writer, r *Results) {
 
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(w, "<a id=\"%s\"></a>\n## %s — %s\n\n%s\n\n**Expected:** %s\n\n", s.Name, s.Name, s.Title, s.Description, s.Expect)
+		if f := faultsLine(s); f != "" {
+			fmt.Fprintf(w, "**Faults injected:** %s\n\n", f)
+		}
 		for _, o := range s.Outcomes {
 			switch {
 			case o.Skipped != "":
@@ -164,4 +169,20 @@ func writeMarkdown(w io.Writer, r *Results) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// faultsLine describes the faults of the first run that recorded any; the
+// seed makes every implementation's schedule the same.
+func faultsLine(s ScenarioResult) string {
+	for _, o := range s.Outcomes {
+		if len(o.History.Faults) == 0 {
+			continue
+		}
+		var parts []string
+		for _, f := range o.History.Faults {
+			parts = append(parts, fmt.Sprintf("%s on node(s) %v from %v to %v", f.Name, f.Nodes, round(f.Start), round(f.End)))
+		}
+		return strings.Join(parts, "; ") + "."
+	}
+	return ""
 }

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,30 @@ func TestScenariosEmbedded(t *testing.T) {
 			}
 		}
 	}
+	// The attack scenarios exist to show redsync's unsafety; on embedded
+	// nodes the attack is deterministic enough to insist on it.
+	for _, s := range res.Scenarios {
+		for _, o := range s.Outcomes {
+			if o.Impl == "redsync" && o.Expected.Violations == Expected && o.Check.Violations == 0 {
+				t.Errorf("%s: redsync showed no violation; the attack did not work", s.Name)
+			}
+		}
+		// Same seed, same schedule: every implementation meets the same
+		// faults on the same nodes.
+		var first []FaultSpan
+		for i, o := range s.Outcomes {
+			if o.Skipped != "" || o.Impl == variantNoLock || o.Impl == variantOptimistic {
+				continue
+			}
+			if i == 0 {
+				first = o.History.Faults
+				continue
+			}
+			if !sameFaults(first, o.History.Faults) {
+				t.Errorf("%s: %s met faults %+v, the first implementation %+v", s.Name, o.Impl, o.History.Faults, first)
+			}
+		}
+	}
 	if f := res.Failures("quorumlock"); len(f) > 0 {
 		t.Errorf("quorumlock failed: %q", f)
 	}
@@ -89,5 +115,33 @@ func TestExternalSkipsProcessFaults(t *testing.T) {
 		if o := got[name]; !strings.Contains(o.Skipped, "not supported") {
 			t.Errorf("%s: skipped %q, error %q; want a skip for an unsupported fault", name, o.Skipped, o.Err)
 		}
+	}
+}
+
+func sameFaults(a, b []FaultSpan) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || !slices.Equal(a[i].Nodes, b[i].Nodes) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPickIsSeededAndDistinct(t *testing.T) {
+	for seed := range uint64(20) {
+		a := pick(rand.New(rand.NewPCG(seed, 7)), 5, -1)
+		b := pick(rand.New(rand.NewPCG(seed, 7)), 5, -1)
+		if !slices.Equal(a, b) {
+			t.Fatalf("seed %d: %v then %v", seed, a, b)
+		}
+		if len(a) != 2 || a[0] == a[1] || a[0] < 0 || a[1] > 4 {
+			t.Fatalf("seed %d: minority of 5 = %v", seed, a)
+		}
+	}
+	if got := pick(rand.New(rand.NewPCG(1, 1)), 7, 1); len(got) != 1 {
+		t.Errorf("one node of 7 = %v", got)
 	}
 }
