@@ -9,7 +9,10 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quorumlock/quorumlock/cluster"
+	"github.com/quorumlock/quorumlock/redlock"
 )
 
 // TestScenariosEmbedded runs every scenario briefly with both
@@ -143,5 +146,38 @@ func TestPickIsSeededAndDistinct(t *testing.T) {
 	}
 	if got := pick(rand.New(rand.NewPCG(1, 1)), 7, 1); len(got) != 1 {
 		t.Errorf("one node of 7 = %v", got)
+	}
+}
+
+// TestAttacksCatchQuorumlockWithoutItsGuards shows the attacks are not
+// vacuous for quorumlock: with the restart quarantine and the clock-skew
+// guard turned off, it fails them like redsync.
+func TestAttacksCatchQuorumlockWithoutItsGuards(t *testing.T) {
+	bare := Quorumlock()
+	bare.Name = "quorumlock-unguarded"
+	bare.New = func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error) {
+		c, err := redlock.New(nodes, redlock.WithTTL(cfg.TTL), redlock.WithQuarantine(0), redlock.WithMaxSkew(0))
+		if err != nil {
+			return nil, err
+		}
+		return quorumlockLocker{c}, nil
+	}
+	sc, err := SelectScenarios([]string{"restart-now", "clock-jump"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(t.Context(), Config{
+		NewFleet:  ClusterFleet(cluster.Options{Backend: cluster.BackendEmbedded, Nodes: 5}),
+		Scenarios: sc, Impls: []Impl{bare},
+		Duration: time.Second, TTL: 250 * time.Millisecond, AttackTTL: time.Second, Seed: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Scenarios {
+		o := s.Outcomes[0]
+		if o.Err != "" || o.Check.Violations == 0 {
+			t.Errorf("%s: unguarded quorumlock showed no violation (error %q, check %+v)", s.Name, o.Err, o.Check)
+		}
 	}
 }
