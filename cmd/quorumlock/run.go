@@ -290,6 +290,11 @@ func (cfg *runConfig) supervise(ctx context.Context, l *redlock.Lock) error {
 			if lost != nil {
 				return &exitError{code: exitLockLost, err: fmt.Errorf("%s terminated: %w", cfg.argv[0], lost)}
 			}
+			if lerr := l.Err(); lerr != nil && lerr != redlock.ErrReleased {
+				// Lost as the command exited, not known which came first:
+				// the command's status stands, the operator hears of it.
+				fmt.Fprintf(cfg.stderr, "quorumlock: %v, as %s exited\n", lerr, cfg.argv[0])
+			}
 			return childStatus(cfg.argv[0], err)
 		case sig := <-sigs:
 			forwarded = true
