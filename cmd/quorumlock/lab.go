@@ -170,6 +170,12 @@ func runLab(ctx context.Context, cfg labConfig) error {
 	if err != nil || runErr != nil {
 		return errors.Join(runErr, err)
 	}
+	return labStatus(res)
+}
+
+// labStatus is the command's verdict on a finished run: exitLabUnsafe when
+// quorumlock showed what a scenario rules out, an error when runs broke off.
+func labStatus(res *lab.Results) error {
 	if f := res.Failures("quorumlock"); len(f) > 0 {
 		return &exitError{code: exitLabUnsafe, err: fmt.Errorf("quorumlock showed what its scenarios rule out: %s", strings.Join(f, "; "))}
 	}

@@ -101,3 +101,34 @@ func TestLabCommandFlags(t *testing.T) {
 		t.Errorf("seed = %d", s)
 	}
 }
+
+func TestLabStatus(t *testing.T) {
+	outcome := func(impl string, v lab.Verdict, errText string) lab.Outcome {
+		return lab.Outcome{Impl: impl, Verdict: v, Err: errText}
+	}
+	unexpected := lab.Verdict{Unexpected: []string{"violations"}}
+	tests := []struct {
+		name     string
+		outcomes []lab.Outcome
+		code     int // 0: nil error; -1: a plain error
+	}{
+		{"clean", []lab.Outcome{outcome("quorumlock", lab.Verdict{}, ""), outcome("redsync", lab.Verdict{}, "")}, 0},
+		{"redsync unsafe is a finding, not a failure", []lab.Outcome{outcome("redsync", unexpected, "")}, 0},
+		{"quorumlock unsafe", []lab.Outcome{outcome("quorumlock", unexpected, ""), outcome("redsync", lab.Verdict{}, "")}, exitLabUnsafe},
+		{"a run broke off", []lab.Outcome{outcome("redsync", lab.Verdict{}, "docker went away")}, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := labStatus(&lab.Results{Scenarios: []lab.ScenarioResult{{Name: "s", Outcomes: tt.outcomes}}})
+			var ec exitCoder
+			switch {
+			case tt.code == 0 && err != nil:
+				t.Errorf("err = %v; want nil", err)
+			case tt.code > 0 && (!asExitCoder(err, &ec) || ec.ExitCode() != tt.code):
+				t.Errorf("err = %v; want exit status %d", err, tt.code)
+			case tt.code < 0 && (err == nil || asExitCoder(err, &ec)):
+				t.Errorf("err = %v; want a plain error", err)
+			}
+		})
+	}
+}
