@@ -27,13 +27,13 @@ func TestEverySubsetOfDownNodes(t *testing.T) {
 				down := 0
 				for i := 0; i < n; i++ {
 					if mask&(1<<i) != 0 {
-						tn.mr[i].SetError("LOADING node unavailable in this test")
+						tn.down[i].Store(true)
 						down++
 					}
 				}
 				defer func() {
-					for _, mr := range tn.mr {
-						mr.SetError("")
+					for _, d := range tn.down {
+						d.Store(false)
 					}
 				}()
 				key := fmt.Sprintf("subset-%d-%d", n, mask)

@@ -125,7 +125,9 @@ func (c *Client) Close() error {
 // node lost its data defeats the quarantine. It returns the errors of the
 // nodes it could not reach, each a *NodeError.
 func (c *Client) Bootstrap(ctx context.Context) error {
-	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), c.defaults.nodeTimeoutOr(), func(ctx context.Context, i int) (struct{}, bool, error) {
+	// Not on any hot path: allow for a first connection on a busy host.
+	timeout := max(c.defaults.nodeTimeoutOr(), time.Second)
+	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), timeout, func(ctx context.Context, i int) (struct{}, bool, error) {
 		err := c.nodes[i].rdb.SetNX(ctx, SentinelKey, 0, 0).Err()
 		return struct{}{}, err == nil, err
 	})

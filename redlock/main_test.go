@@ -2,8 +2,11 @@ package redlock
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +21,35 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type testNodes struct {
 	mr      []*miniredis.Miniredis
 	clients []redis.UniversalClient
+	down    []*atomic.Bool // a down node fails every command before it is sent
+	noVote  []*atomic.Bool // such a node fails only acquisition scripts
+}
+
+// errNodeDown is what a node marked down answers.
+var errNodeDown = errors.New("node down in this test")
+
+// downHook fails commands while its node is marked down. (miniredis'
+// SetError is not safe to toggle under concurrent load.)
+type downHook struct{ down, noVote *atomic.Bool }
+
+func (h downHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.down.Load() || (h.noVote.Load() && isAcquisition(cmd)) {
+			cmd.SetErr(errNodeDown)
+			return errNodeDown
+		}
+		return next(ctx, cmd)
+	}
+}
+// isAcquisition reports an EVAL/EVALSHA with the three keys of acquire.lua.
+func isAcquisition(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	return len(args) > 2 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "3"
+}
+
+func (h downHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func newNodes(t testing.TB, n int) *testNodes {
@@ -27,8 +59,12 @@ func newNodes(t testing.TB, n int) *testNodes {
 		mr := miniredis.RunT(t)
 		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { _ = rdb.Close() })
+		down, noVote := new(atomic.Bool), new(atomic.Bool)
+		rdb.AddHook(downHook{down, noVote})
 		tn.mr = append(tn.mr, mr)
 		tn.clients = append(tn.clients, rdb)
+		tn.down = append(tn.down, down)
+		tn.noVote = append(tn.noVote, noVote)
 	}
 	return tn
 }
