@@ -42,6 +42,7 @@ func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
+
 // isAcquisition reports an EVAL/EVALSHA with the three keys of acquire.lua.
 func isAcquisition(cmd redis.Cmder) bool {
 	args := cmd.Args()
