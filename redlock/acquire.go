@@ -113,7 +113,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 	for attempt := 1; ; attempt++ {
 		l, nerr := c.attempt(ctx, req)
 		if nerr == nil {
-			l.leaveQueue = leave
+			l.setLeave(leave)
 			return l, nil
 		}
 		nerr.Attempts = attempt
@@ -191,6 +191,19 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 			return vote{}, false, errors.New("redlock: malformed reply from the acquisition script")
 		}
 		v := vote{status: res[0], value: res[1]}
+		if req.s.quarantine > 0 && c.nodes[i].restart.needsCheck() {
+			// A new connection: the node may have restarted under us.
+			left, err := c.checkRestart(ctx, i, req.s.quarantine)
+			if err != nil {
+				return v, false, err // counted as failed; cleaned up if granted
+			}
+			if left > 0 {
+				if v.status == voteGranted {
+					return v, false, &QuarantineError{Remaining: left}
+				}
+				return vote{status: voteQuarantined, value: left.Milliseconds()}, false, nil
+			}
+		}
 		return v, v.status == voteGranted, nil
 	})
 	d := round.Decide()

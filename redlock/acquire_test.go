@@ -215,6 +215,9 @@ func TestExtendAfterTokenGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, mr := range tn.mr { // let a straggling vote land before tampering
+		waitFor(t, func() bool { return mr.Exists("gone") })
+	}
 	tn.mr[0].Del("gone")
 	tn.mr[1].Set("gone", "intruder")
 	if err := l.Extend(bg()); !errors.Is(err, ErrNotHeld) {

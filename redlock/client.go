@@ -31,15 +31,19 @@ type Client struct {
 }
 
 type node struct {
-	index int
-	addr  string
-	rdb   redis.UniversalClient
+	index   int
+	addr    string
+	rdb     redis.UniversalClient
+	restart *restartState
 }
 
 // New returns a Client over nodes, independent Redis masters that the caller
 // has configured (address, pool, TLS). It checks the options and that no node
 // is nil or given twice (a node listed twice would count twice towards a
 // majority). It does not contact the nodes: a minority may be down.
+//
+// New installs a hook on each node client that counts new connections (a
+// restart shows as one; see the restart quarantine).
 //
 // Each *redis.Client must have Options.ContextTimeoutEnabled set: without it
 // go-redis bounds a request by its ReadTimeout only, so the per-node timeout
@@ -87,7 +91,10 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 			}
 			seenAddr[addr] = i
 		}
-		c.nodes[i] = node{index: i, addr: addr, rdb: rdb}
+		c.nodes[i] = node{index: i, addr: addr, rdb: rdb, restart: &restartState{}}
+	}
+	for i := range c.nodes {
+		c.nodes[i].rdb.AddHook(dialCounter{c.nodes[i].restart})
 	}
 	c.waker = newWaker(c)
 	return c, nil
@@ -128,8 +135,24 @@ func (c *Client) Bootstrap(ctx context.Context) error {
 	// Not on any hot path: allow for a first connection on a busy host.
 	timeout := max(c.defaults.nodeTimeoutOr(), time.Second)
 	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), timeout, func(ctx context.Context, i int) (struct{}, bool, error) {
-		err := c.nodes[i].rdb.SetNX(ctx, SentinelKey, 0, 0).Err()
-		return struct{}{}, err == nil, err
+		n := &c.nodes[i]
+		if err := n.rdb.SetNX(ctx, SentinelKey, 0, 0).Err(); err != nil {
+			return struct{}{}, false, err
+		}
+		seen := n.restart.dials.Load()
+		runID, _, err := serverInfo(ctx, n.rdb)
+		switch {
+		case errors.Is(err, errNoInfo):
+			n.restart.noInfo.Store(true)
+			return struct{}{}, true, nil
+		case err != nil:
+			return struct{}{}, false, err
+		}
+		if err := n.rdb.Set(ctx, RunIDKey, runID, 0).Err(); err != nil {
+			return struct{}{}, false, err
+		}
+		n.restart.checked.Store(seen)
+		return struct{}{}, true, nil
 	})
 	var errs []error
 	for _, v := range r.Wait() {

@@ -107,6 +107,18 @@ func (l *Lock) Err() error {
 	return context.Cause(l.ctx)
 }
 
+// setLeave hands the lock the client-local queue turn it must pass on when
+// it ends; if it has already ended (a tiny TTL), the turn passes at once.
+func (l *Lock) setLeave(leave func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		leave()
+		return
+	}
+	l.leaveQueue = leave
+}
+
 // armLocked (re)starts the timer that ends the lock at until.
 func (l *Lock) armLocked() {
 	if l.timer != nil {
@@ -291,7 +303,11 @@ func (l *Lock) autoExtend() {
 		l.mu.Unlock()
 		wait := until.Add(-s.ttl / 3).Sub(l.c.clk.Now())
 		if failing {
-			wait = min(s.ttl/20, until.Sub(l.c.clk.Now()))
+			left := until.Sub(l.c.clk.Now())
+			if left <= 0 {
+				return // the deadline timer ends the lock with the failure as cause
+			}
+			wait = min(s.ttl/20, left)
 		}
 		if s.maxHold > 0 && l.c.clk.Now().Add(max(wait, 0)).Sub(l.acquired)+s.ttl > s.maxHold {
 			l.mu.Lock()

@@ -19,12 +19,15 @@ var (
 	fenceSrc string
 	//go:embed scripts/fenced_set.lua
 	fencedSetSrc string
+	//go:embed scripts/restart.lua
+	restartSrc string
 
 	acquireScript   = redis.NewScript(acquireSrc)
 	releaseScript   = redis.NewScript(releaseSrc)
 	extendScript    = redis.NewScript(extendSrc)
 	fenceScript     = redis.NewScript(fenceSrc)
 	fencedSetScript = redis.NewScript(fencedSetSrc)
+	restartScript   = redis.NewScript(restartSrc)
 )
 
 // Companion keys. The lock key itself is exactly the caller's key and holds
@@ -34,6 +37,10 @@ const (
 	// SentinelKey is the per-node key (no TTL) that records, in the node's
 	// clock, when the node's data began; the restart quarantine reads it.
 	SentinelKey = "quorumlock:node"
+	// RunIDKey is the per-node key that records the run id of the Redis
+	// process that last confirmed the sentinel; a different run id means
+	// the node restarted.
+	RunIDKey = "quorumlock:node:run"
 	// FencePrefix + key holds the node's fence counter for key.
 	FencePrefix = "quorumlock:fence:"
 	// ReleasedPrefix + key is the pub/sub channel on which releases are
