@@ -15,7 +15,8 @@ import (
 var (
 	holdColor   = color.NRGBA{R: 0x33, G: 0x66, B: 0xcc, A: 0xff}
 	pausedColor = color.NRGBA{R: 0xbb, G: 0xbb, B: 0xbb, A: 0xff}
-	faultColor  = color.NRGBA{R: 0xff, G: 0x99, B: 0x33, A: 0x40}
+	faultColor  = color.NRGBA{R: 0xee, G: 0x88, B: 0x22, A: 0xff}
+	faultShade  = color.NRGBA{R: 0xff, G: 0x99, B: 0x33, A: 0x30}
 	violColor   = color.NRGBA{R: 0xdd, G: 0x00, B: 0x00, A: 0xff}
 )
 
@@ -36,6 +37,9 @@ func writeTimeline(path string, s *ScenarioResult) error {
 		names := []string{"violations"}
 		for i := range o.History.Clients {
 			names = append(names, fmt.Sprintf("client %d", i))
+		}
+		for _, f := range o.History.Faults {
+			names = append(names, fmt.Sprintf("%s %v", f.Name, f.Nodes))
 		}
 		p.NominalY(names...)
 		p.Add(timeline{h: o.History, overlaps: o.Check.Overlaps})
@@ -69,7 +73,7 @@ func writeTimeline(path string, s *ScenarioResult) error {
 }
 
 // timeline is a plot.Plotter for one history. Rows: 0 = violations, client
-// i at i+1.
+// i at i+1, then one row per fault, named after it.
 type timeline struct {
 	h        History
 	overlaps []Overlap
@@ -78,9 +82,9 @@ type timeline struct {
 func (t timeline) DataRange() (xmin, xmax, ymin, ymax float64) {
 	end := t.h.Duration
 	for _, h := range t.h.Holds {
-		end = max(end, h.Released, h.Until)
+		end = max(end, h.Released, h.End())
 	}
-	return 0, end.Seconds(), -0.5, float64(t.h.Clients) + 0.5
+	return 0, end.Seconds(), -0.5, float64(t.h.Clients+len(t.h.Faults)) + 0.5
 }
 
 func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
@@ -94,7 +98,6 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 		}))
 	}
 	_, xmax, ymin, ymax := t.DataRange()
-	label := draw.TextStyle{Color: color.Black, Font: p.X.Tick.Label.Font, Handler: p.X.Tick.Label.Handler, XAlign: draw.XLeft, YAlign: draw.YTop}
 	// Faults and overlaps are often milliseconds wide: draw each at least a
 	// hair wide so that it stays visible at any run length.
 	minW := xmax / 300
@@ -103,10 +106,10 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 		if end <= f.Start {
 			end = t.h.Duration
 		}
-		rect(faultColor, f.Start.Seconds(), max(end.Seconds(), f.Start.Seconds()+minW), ymin, ymax)
-		// Stack the labels so that faults starting together stay legible.
-		y := ty(ymax) - 2 - vg.Length(i)*label.Font.Size*1.1
-		c.FillText(label, vg.Point{X: tx(f.Start.Seconds()) + 2, Y: y}, fmt.Sprintf("%s %v", f.Name, f.Nodes))
+		x0, x1 := f.Start.Seconds(), max(end.Seconds(), f.Start.Seconds()+minW)
+		rect(faultShade, x0, x1, ymin, ymax)
+		y := float64(t.h.Clients + 1 + i)
+		rect(faultColor, x0, x1, y-0.3, y+0.3)
 	}
 	for _, h := range t.h.Holds {
 		y := float64(h.Client + 1)

@@ -161,7 +161,10 @@ func writeMarkdown(w io.Writer, r *Results) {
 				if c.HasAuction {
 					fmt.Fprintf(w, ", %d bids, %d auction violations, %d aborted transactions", c.Bids, c.AuctionViolations, c.AbortedTxns)
 				}
-				fmt.Fprintf(w, ", %.1f writes/s.\n", o.Throughput)
+				if o.Throughput > 0 {
+					fmt.Fprintf(w, ", %.1f writes/s", o.Throughput)
+				}
+				fmt.Fprintln(w, ".")
 			}
 		}
 		if s.Picture != "" {
