@@ -9,44 +9,47 @@ import (
 
 // An Overlap is a span during which two different clients both held the lock.
 type Overlap struct {
-	A, B       int // hold indexes in History.Holds
-	Start, End time.Duration
+	A     int           `json:"a"` // hold indexes in History.Holds
+	B     int           `json:"b"`
+	Start time.Duration `json:"start_ns"`
+	End   time.Duration `json:"end_ns"`
 }
 
 // Check is what the checker found in one history.
 type Check struct {
-	Acquisitions int
+	Acquisitions int `json:"acquisitions"`
 	// Violations is the number of pairs of holds by different clients whose
 	// holding intervals intersect.
-	Violations int
-	Overlaps   []Overlap
+	Violations int       `json:"violations"`
+	Overlaps   []Overlap `json:"overlaps"`
 	// OverlapTime is how long at least two clients held at once (the measure
 	// of the union of the overlaps, so three-way overlaps are not counted twice).
-	OverlapTime time.Duration
+	OverlapTime time.Duration `json:"overlap_ns"`
 
-	Increments  int // acknowledged counter increments
-	LostUpdates int // acknowledged increments that are not in the final value
-	HasCounter  bool
+	Increments  int  `json:"increments"`   // acknowledged counter increments
+	LostUpdates int  `json:"lost_updates"` // acknowledged increments that are not in the final value
+	HasCounter  bool `json:"has_counter"`
 
 	// StaleWrites counts accepted writes whose fencing token is lower than
 	// one the storage had already accepted; HasFence is false when the
 	// implementation hands out no tokens.
-	StaleWrites    int
-	RejectedWrites int // writes the storage refused (stale token)
-	HasFence       bool
+	StaleWrites    int  `json:"stale_writes"`
+	RejectedWrites int  `json:"rejected_writes"` // writes the storage refused (stale token)
+	HasFence       bool `json:"has_fence"`
 
 	// AuctionViolations counts accepted bids that were not higher than every
 	// earlier accepted bid, plus one when the final price is not the highest
 	// accepted bid.
-	AuctionViolations int
-	Bids              int
-	HasAuction        bool
-	AbortedTxns       int
+	AuctionViolations int  `json:"auction_violations"`
+	Bids              int  `json:"bids"`
+	HasAuction        bool `json:"has_auction"`
+	AbortedTxns       int  `json:"aborted_txns"`
 
-	Attempts     int
-	MajorityUp   int // attempts that started while a majority was up
-	Availability float64
-	P50, P99     time.Duration // latency of successful acquisitions
+	Attempts     int           `json:"attempts"`
+	MajorityUp   int           `json:"majority_up"` // attempts that started while a majority was up
+	Availability float64       `json:"availability"`
+	P50          time.Duration `json:"p50_ns"` // latency of successful acquisitions
+	P99          time.Duration `json:"p99_ns"` // latency of successful acquisitions
 }
 
 // CheckHistory checks h. It is pure: it reads only h.
