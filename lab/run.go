@@ -98,8 +98,10 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	return res, ctx.Err()
 }
 
-func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) Outcome {
-	o := Outcome{Scenario: sc.Name, Impl: impl.Name, Expected: sc.Want(impl.Name)}
+// runOne returns a named result so that the deferred Elapsed and progress
+// report see and set the outcome actually returned.
+func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome) {
+	o = Outcome{Scenario: sc.Name, Impl: impl.Name, Expected: sc.Want(impl.Name)}
 	if sc.Skip != nil && impl.New != nil {
 		if why := sc.Skip(impl); why != "" {
 			o.Skipped = why

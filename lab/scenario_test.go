@@ -52,6 +52,9 @@ func TestScenariosEmbedded(t *testing.T) {
 			if o.Err != "" {
 				t.Errorf("%s/%s broke off: %s", s.Name, o.Impl, o.Err)
 			}
+			if o.Skipped == "" && o.Elapsed == 0 {
+				t.Errorf("%s/%s: no elapsed time recorded", s.Name, o.Impl)
+			}
 			if o.Skipped == "" && o.Check.Attempts == 0 && o.Check.Bids == 0 {
 				t.Errorf("%s/%s did nothing", s.Name, o.Impl)
 			}
