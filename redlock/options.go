@@ -15,7 +15,7 @@ const (
 	DefaultDriftFactor   = 0.01
 	DefaultRetryMin      = 50 * time.Millisecond
 	DefaultRetryMax      = 250 * time.Millisecond
-	minNodeTimeout       = 20 * time.Millisecond
+	minNodeTimeout       = 50 * time.Millisecond
 	defaultMaxHoldFactor = 100
 )
 
@@ -65,7 +65,7 @@ func (s settings) resolve() (settings, error) {
 		return s, fmt.Errorf("redlock: node timeout %v must not be negative", s.nodeTimeout)
 	}
 	if s.nodeTimeout == 0 {
-		s.nodeTimeout = max(s.ttl/100, minNodeTimeout)
+		s.nodeTimeout = min(max(s.ttl/20, minNodeTimeout), s.ttl/4)
 	}
 	if s.nodeTimeout >= s.ttl {
 		return s, fmt.Errorf("redlock: node timeout %v must be shorter than the TTL %v", s.nodeTimeout, s.ttl)
@@ -131,11 +131,14 @@ func WithDriftFactor(f float64) LockOption {
 	return lockOption(func(s *settings) { s.driftFactor = f })
 }
 
-// WithNodeTimeout bounds each request to one node. Default TTL/100 but at
-// least 20 ms (80 ms for the default TTL). The spec suggests 5–50 ms for a
-// 10 s TTL; a little more costs nothing here because the decision is taken
-// as soon as a majority answered, so a slow node only delays a decision that
-// needs it, and a busy host can take 20 ms to schedule a goroutine.
+// WithNodeTimeout bounds each request to one node. Default TTL/20 (400 ms
+// for the default TTL, redsync's value), at least 50 ms and at most TTL/4.
+// The spec suggests 5–50 ms for a 10 s TTL, for a quiet network. Here a
+// generous bound costs little: the decision is taken as soon as a majority
+// answered, so a slow node only delays a decision that needs it, and the
+// time spent always comes off the validity. A tight bound, on the other
+// hand, turns a loaded host's queueing into failed votes, retries and keys
+// that land after their attempt gave up.
 func WithNodeTimeout(d time.Duration) LockOption {
 	return lockOption(func(s *settings) { s.nodeTimeout = d })
 }
