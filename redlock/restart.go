@@ -17,8 +17,8 @@ import (
 // written every second can come back with the sentinel but without the last
 // lock keys. Every restart breaks the client's connections, so a new
 // connection is the moment to look: the next vote of that node is checked
-// against INFO server (run id, uptime) and, when the process is new, the
-// sentinel moves to the process start and the quarantine applies again. In
+// against INFO server and, when the run id is new (a restart, or a failover
+// to a replica behind the same address), the quarantine starts again. In
 // the steady state this costs nothing; after each new connection to a node,
 // two round trips on that node (INFO and a script), in parallel with the
 // other nodes' votes.
