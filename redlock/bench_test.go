@@ -1,0 +1,85 @@
+package redlock
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// instantHook answers the lock scripts itself, without a network or a
+// server, so that a benchmark measures the library's own cost: the rounds,
+// the goroutines, the arguments and replies, the Lock. Every acquisition is
+// granted and every release deletes.
+type instantHook struct{}
+
+func (instantHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (instantHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (instantHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c, ok := cmd.(*redis.Cmd)
+		if !ok || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+			return next(ctx, cmd)
+		}
+		if cmd.Args()[2] == int64(3) || cmd.Args()[2] == 3 { // acquire.lua: granted, fence 0
+			c.SetVal([]any{int64(1), int64(0)})
+		} else { // release.lua, extend.lua: done
+			c.SetVal(int64(1))
+		}
+		return nil
+	}
+}
+
+// instantNodes are n node clients that never connect: instantHook answers.
+func instantNodes(b *testing.B, n int) []redis.UniversalClient {
+	b.Helper()
+	nodes := make([]redis.UniversalClient, n)
+	for i := range nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(1+i), ContextTimeoutEnabled: true})
+		rdb.AddHook(instantHook{})
+		b.Cleanup(func() { _ = rdb.Close() })
+		nodes[i] = rdb
+	}
+	return nodes
+}
+
+// BenchmarkAcquireRelease is the library's overhead on the uncontended path
+// (integration's BenchmarkUncontended without the network): Acquire and
+// Release of distinct keys on five nodes that answer at once.
+func BenchmarkAcquireRelease(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts []LockOption
+	}{
+		{"default", nil},
+		{"fencing", []LockOption{WithFencing(true)}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := New(instantNodes(b, 5))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = c.Close() })
+			keys := make([]string, 1024)
+			for i := range keys {
+				keys[i] = "bench:" + strconv.Itoa(i)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				l, err := c.Acquire(ctx, keys[i%len(keys)], bc.opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Release(ctx); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
