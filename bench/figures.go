@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/quorumlock/quorumlock/internal/stats"
 )
 
 // releaseTimeout bounds a release after the measured part of an operation.
@@ -97,7 +99,7 @@ func Contention(ctx context.Context, name, key string, workers int, critical, d 
 		MinPerWkr: slices.Min(counts), MaxPerWkr: slices.Max(counts),
 	}
 	r.PerSecond = float64(r.Acquisitions) / elapsed.Seconds()
-	r.WaitP50Ms, r.WaitP99Ms = ms(percentile(all, 0.50)), ms(percentile(all, 0.99))
+	r.WaitP50Ms, r.WaitP99Ms = ms(stats.Quantile(all, 0.50)), ms(stats.Quantile(all, 0.99))
 	r.WaitMaxMs = ms(slices.Max(longest))
 	for _, c := range counts {
 		if c == 0 {
@@ -139,7 +141,7 @@ func AcquireLatency(ctx context.Context, name string, keys []string, d time.Dura
 		cancel()
 	}
 	r.Ops = len(lat)
-	r.P50Ms, r.P99Ms = ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99))
+	r.P50Ms, r.P99Ms = ms(stats.Quantile(lat, 0.50)), ms(stats.Quantile(lat, 0.99))
 	if len(lat) > 0 {
 		r.MaxMs = ms(slices.Max(lat))
 	}
@@ -201,17 +203,6 @@ func Throughput(ctx context.Context, name string, keys []string, d time.Duration
 		r.FirstError = *p
 	}
 	return r
-}
-
-// percentile returns the q-quantile of ds (nearest rank), 0 for none.
-func percentile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.999999) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

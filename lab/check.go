@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/quorumlock/quorumlock/internal/stats"
 )
 
 // An Overlap is a span during which two different clients both held the lock.
@@ -121,7 +123,7 @@ func CheckHistory(h History) Check {
 	if c.MajorityUp > 0 {
 		c.Availability = float64(len(lat)) / float64(c.MajorityUp)
 	}
-	c.P50, c.P99 = quantile(lat, 0.50), quantile(lat, 0.99)
+	c.P50, c.P99 = stats.Quantile(lat, 0.50), stats.Quantile(lat, 0.99)
 	return c
 }
 
@@ -166,15 +168,4 @@ func overlaps(holds []Hold) ([]Overlap, time.Duration) {
 		upTo = max(upTo, o.End)
 	}
 	return out, total
-}
-
-// quantile is the nearest-rank q-quantile of d; 0 for no data.
-func quantile(d []time.Duration, q float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
