@@ -17,14 +17,7 @@ import (
 // execInspect runs `quorumlock inspect` with args through cobra.
 func execInspect(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	c := newInspectCmd()
-	var out syncBuffer
-	c.SetArgs(args)
-	c.SetOut(&out)
-	c.SetErr(&out)
-	c.SilenceUsage, c.SilenceErrors = true, true
-	err := c.ExecuteContext(testCtx(t))
-	return out.String(), err
+	return execCmd(t, newInspectCmd(), args...)
 }
 
 // holdLock acquires key on tn with a fence token and releases it at the end

@@ -369,15 +369,9 @@ func TestRunForwardsSignals(t *testing.T) {
 // execRun runs `quorumlock run` with args through cobra.
 func execRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	c := newRunCmd()
-	var out syncBuffer
-	c.SetArgs(args)
-	c.SetOut(&out)
-	c.SetErr(&out)
-	c.SilenceUsage, c.SilenceErrors = true, true
-	err := c.ExecuteContext(testCtx(t))
-	return out.String(), err
+	return execCmd(t, newRunCmd(), args...)
 }
+
 
 func TestRunCommandLine(t *testing.T) {
 	tn := newNodes(t, 3)
