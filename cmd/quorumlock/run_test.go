@@ -372,7 +372,6 @@ func execRun(t *testing.T, args ...string) (string, error) {
 	return execCmd(t, newRunCmd(), args...)
 }
 
-
 func TestRunCommandLine(t *testing.T) {
 	tn := newNodes(t, 3)
 	nodes := strings.Join(tn.urls, ",")
