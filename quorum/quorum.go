@@ -84,7 +84,16 @@ func Start[T any](ctx context.Context, n int, timeout time.Duration, op Op[T]) *
 
 // StartNeed is Start with an explicit number of yes votes needed.
 func StartNeed[T any](ctx context.Context, n, need int, timeout time.Duration, op Op[T]) *Round[T] {
-	rctx, cancel := context.WithCancel(ctx)
+	// Every call starts now, so one deadline for the round bounds each of
+	// them by timeout, as a deadline per call would, for one timer instead
+	// of n.
+	var rctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		rctx, cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		rctx, cancel = context.WithCancel(ctx)
+	}
 	r := &Round[T]{
 		n:       n,
 		need:    need,
@@ -97,17 +106,12 @@ func StartNeed[T any](ctx context.Context, n, need int, timeout time.Duration, o
 		r.votes[i].Node = i
 	}
 	for i := 0; i < n; i++ {
-		go r.run(rctx, i, timeout, op)
+		go r.run(rctx, i, op)
 	}
 	return r
 }
 
-func (r *Round[T]) run(ctx context.Context, i int, timeout time.Duration, op Op[T]) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+func (r *Round[T]) run(ctx context.Context, i int, op Op[T]) {
 	v := Vote[T]{Node: i}
 	val, yes, err := op(ctx, i)
 	v.Value = val
