@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quorumlock/quorumlock/clock"
 	"github.com/quorumlock/quorumlock/quorum"
 )
@@ -25,17 +27,25 @@ type vote struct {
 	value  int64 // fence counter, holder's TTL (ms), skew (ms) or quarantine left (ms)
 }
 
-// request is one acquisition: key, options and the derived key names.
+// request is one acquisition: key, options and the script arguments that
+// every attempt shares.
 type request struct {
-	key       string
-	fenceKey  string
-	channel   string
-	s         settings
-	ttlMs     string
-	skewMs    string
-	quarMs    string
-	fenceFlag string
+	key   string
+	s     settings
+	ttlMs string // extend.lua's TTL argument
+
+	// The scripts' arguments, boxed once. In acquire, the token and the
+	// wall clock, which change with every attempt, are left nil for
+	// attempt to fill in.
+	keyArg  any
+	acquire [10]any
 }
+
+// Positions of the per-attempt values in request.acquire.
+const (
+	acquireToken = 4 // ARGV[1]
+	acquireWall  = 6 // ARGV[3]
+)
 
 func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 	if key == "" {
@@ -55,21 +65,27 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &request{
-		key:       key,
-		fenceKey:  FencePrefix + key,
-		channel:   ReleasedPrefix + key,
-		s:         s,
-		ttlMs:     strconv.FormatInt(s.ttl.Milliseconds(), 10),
-		skewMs:    strconv.FormatInt(s.maxSkew.Milliseconds(), 10),
-		quarMs:    strconv.FormatInt(s.quarantine.Milliseconds(), 10),
-		fenceFlag: "0",
-	}
+	r := &request{key: key, s: s, ttlMs: strconv.FormatInt(s.ttl.Milliseconds(), 10)}
+	r.keyArg = key
+	// The script reads the fence counter only when asked to: without
+	// fencing it is given the lock key in that place, and the fence key's
+	// name is not built.
+	fenceKey, fenceFlag := r.keyArg, "0"
 	if s.fencing {
-		r.fenceFlag = "1"
+		fenceKey, fenceFlag = r.fenceKey(), "1"
+	}
+	r.acquire = [...]any{
+		3, r.keyArg, fenceKey, SentinelKey,
+		nil, r.ttlMs, nil, s.maxSkew.Milliseconds(), s.quarantine.Milliseconds(), fenceFlag,
 	}
 	return r, nil
 }
+
+// fenceKey is the name of the key's fence counter.
+func (r *request) fenceKey() string { return FencePrefix + r.key }
+
+// channel is the pub/sub channel of the key's releases.
+func (r *request) channel() string { return ReleasedPrefix + r.key }
 
 // TryAcquire makes exactly one attempt to acquire the lock on key. When
 // another owner holds it the error matches ErrNotObtained and ErrTaken, and
@@ -128,7 +144,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 			return nil, nerr
 		}
 		if req.s.wakeup && unsubscribe == nil {
-			wake, unsubscribe = c.waker.subscribe(ctx, req.channel, req.s.nodeTimeout)
+			wake, unsubscribe = c.waker.subscribe(ctx, req.channel(), req.s.nodeTimeout)
 		}
 		if err := c.sleep(ctx, retryDelay(req.s, nerr), wake); err != nil {
 			leave()
@@ -179,18 +195,14 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 	c.stats.attempts.Add(1)
 	token := newToken()
 	start := c.clk.Now()
-	wallMs := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	args := req.acquire
+	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
+	acquire := acquireScript.calls(len(c.nodes), args[:]...)
 	round := quorum.Start(ctx, len(c.nodes), req.s.nodeTimeout, func(ctx context.Context, i int) (vote, bool, error) {
-		res, err := acquireScript.Run(ctx, c.nodes[i].rdb,
-			[]string{req.key, req.fenceKey, SentinelKey},
-			token, req.ttlMs, wallMs, req.skewMs, req.quarMs, req.fenceFlag).Int64Slice()
+		v, err := parseVote(acquire.run(ctx, c.nodes[i].rdb, i))
 		if err != nil {
 			return vote{}, false, err
 		}
-		if len(res) != 2 {
-			return vote{}, false, errors.New("redlock: malformed reply from the acquisition script")
-		}
-		v := vote{status: res[0], value: res[1]}
 		if req.s.quarantine > 0 && c.nodes[i].restart.needsCheck() {
 			// A new connection: the node may have restarted under us.
 			left, err := c.checkRestart(ctx, i, req.s.quarantine)
@@ -252,6 +264,22 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 	return nil, nerr
 }
 
+// parseVote reads acquire.lua's {status, value}.
+func parseVote(cmd *redis.Cmd) (vote, error) {
+	res, err := cmd.Slice()
+	if err != nil {
+		return vote{}, err
+	}
+	if len(res) == 2 {
+		status, ok1 := res[0].(int64)
+		value, ok2 := res[1].(int64)
+		if ok1 && ok2 {
+			return vote{status: status, value: value}, nil
+		}
+	}
+	return vote{}, errors.New("redlock: malformed reply from the acquisition script")
+}
+
 // voteError turns a refused or failed vote into the error that explains it,
 // and counts it.
 func (c *Client) voteError(req *request, v quorum.Vote[vote]) error {
@@ -292,8 +320,9 @@ func (c *Client) writeFence(ctx context.Context, req *request, votes []quorum.Vo
 	}
 	fence := highest + 1
 	arg := strconv.FormatInt(fence, 10)
+	fenceKey := req.fenceKey()
 	r := quorum.StartNeed(ctx, len(granted), quorum.Majority(len(c.nodes)), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
-		got, err := fenceScript.Run(ctx, c.nodes[granted[j]].rdb, []string{req.fenceKey}, arg).Int64()
+		got, err := fenceScript.Run(ctx, c.nodes[granted[j]].rdb, []string{fenceKey}, arg).Int64()
 		return struct{}{}, err == nil && got == fence, err
 	})
 	return uint64(fence), r.Decide().OK
@@ -305,10 +334,11 @@ func (c *Client) writeFence(ctx context.Context, req *request, votes []quorum.Vo
 func (c *Client) releaseOn(ctx context.Context, req *request, token string, nodes []int, announce bool) []quorum.Vote[struct{}] {
 	channel := ""
 	if announce {
-		channel = req.channel
+		channel = req.channel()
 	}
+	release := releaseScript.calls(len(nodes), 1, req.keyArg, token, channel)
 	r := quorum.Start(ctx, len(nodes), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
-		n, err := releaseScript.Run(ctx, c.nodes[nodes[j]].rdb, []string{req.key}, token, channel).Int64()
+		n, err := release.run(ctx, c.nodes[nodes[j]].rdb, j).Int64()
 		return struct{}{}, n == 1, err
 	})
 	return r.Wait()

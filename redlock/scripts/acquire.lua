@@ -2,6 +2,8 @@
 --
 -- KEYS[1] lock key           ARGV[1] token
 -- KEYS[2] fence counter key  ARGV[2] TTL in ms
+--         (read only when ARGV[6] is "1"; callers that do not fence pass
+--         the lock key again)
 -- KEYS[3] node sentinel key  ARGV[3] caller's wall clock in ms
 --                            ARGV[4] largest clock skew allowed in ms (0: no check)
 --                            ARGV[5] restart quarantine in ms (0: no check)
