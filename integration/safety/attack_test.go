@@ -138,7 +138,9 @@ func runAttack(t *testing.T, lib library, f fault) outcome {
 		waitKeyGone(t, c, k, ha.token)
 	}
 	o := outcome{ck: ck, left: time.Until(ha.until)}
-	if o.left < ttl/4 {
+	// B's first attempt takes milliseconds; a tenth of the TTL is room
+	// enough, and tolerates a restart of well over a second on a busy host.
+	if o.left < ttl/10 {
 		t.Fatalf("%s took so long that only %v of A's validity is left: B cannot try inside it", f.name, o.left)
 	}
 
