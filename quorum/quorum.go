@@ -183,6 +183,21 @@ func (r *Round[T]) Need() int { return r.need }
 // not answered are Pending. The slice is the round's own: do not modify it.
 func (r *Round[T]) Votes() []Vote[T] { return r.votes }
 
+// Collect records the votes that have arrived, without waiting for the
+// others, and returns all votes, indexed by node; nodes that have not
+// answered are Pending. The slice is the round's own: do not modify it.
+func (r *Round[T]) Collect() []Vote[T] {
+	for r.got < r.n {
+		select {
+		case v := <-r.results:
+			r.record(v)
+		default:
+			return r.votes
+		}
+	}
+	return r.votes
+}
+
 // Wait blocks until every node has answered or run out of time and returns
 // all votes, indexed by node. It is safe to call after Decide, and more than
 // once.

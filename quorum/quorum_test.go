@@ -170,3 +170,28 @@ func TestOutcomeString(t *testing.T) {
 		}
 	}
 }
+
+// Collect takes the votes that have arrived and leaves the others Pending,
+// without waiting; Wait then still collects them.
+func TestCollect(t *testing.T) {
+	hold := make(chan struct{})
+	r := Start(context.Background(), 3, time.Second, func(ctx context.Context, i int) (int, bool, error) {
+		if i == 2 {
+			<-hold
+		}
+		return i, true, nil
+	})
+	if d := r.Decide(); !d.OK || d.Pending != 1 {
+		t.Fatalf("decision = %+v, want OK with node 2 pending", d)
+	}
+	if v := r.Collect(); v[0].Outcome != Yes || v[1].Outcome != Yes || v[2].Outcome != Pending {
+		t.Fatalf("Collect = %+v, want yes, yes, pending", v)
+	}
+	close(hold)
+	if v := r.Wait(); v[2].Outcome != Yes {
+		t.Fatalf("Wait = %+v, want node 2 yes", v)
+	}
+	if v := r.Collect(); v[2].Outcome != Yes {
+		t.Fatalf("Collect after Wait = %+v", v)
+	}
+}

@@ -329,17 +329,21 @@ func (c *Client) writeFence(ctx context.Context, req *request, votes []quorum.Vo
 }
 
 // releaseOn deletes the key from the given nodes when it still holds token,
-// waiting for every answer (each bounded by the node timeout). It returns the
-// round's votes, indexed like nodes.
-func (c *Client) releaseOn(ctx context.Context, req *request, token string, nodes []int, announce bool) []quorum.Vote[struct{}] {
+// waiting for every answer (each bounded by the node timeout).
+func (c *Client) releaseOn(ctx context.Context, req *request, token string, nodes []int, announce bool) {
+	c.startRelease(ctx, req, token, nodes, announce).Wait()
+}
+
+// startRelease starts deleting the key from the given nodes when it still
+// holds token; the round's votes are indexed like nodes.
+func (c *Client) startRelease(ctx context.Context, req *request, token string, nodes []int, announce bool) *quorum.Round[struct{}] {
 	channel := ""
 	if announce {
 		channel = req.channel()
 	}
 	release := releaseScript.calls(len(nodes), 1, req.keyArg, token, channel)
-	r := quorum.Start(ctx, len(nodes), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
+	return quorum.Start(ctx, len(nodes), req.s.nodeTimeout, func(ctx context.Context, j int) (struct{}, bool, error) {
 		n, err := release.run(ctx, c.nodes[nodes[j]].rdb, j).Int64()
 		return struct{}{}, n == 1, err
 	})
-	return r.Wait()
 }

@@ -42,8 +42,11 @@ type Lock struct {
 
 	// acquisition is the round that acquired the lock: nodes that had not
 	// answered when it was decided may still set the key, so Release waits
-	// for them before deleting.
-	acquisition interface{ Wait() []quorum.Vote[vote] }
+	// for them before deleting there.
+	acquisition interface {
+		Collect() []quorum.Vote[vote]
+		Wait() []quorum.Vote[vote]
+	}
 
 	leaveQueue func() // passes the client-local turn on; nil for TryAcquire
 	extStop    chan struct{}
@@ -259,14 +262,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Unlock()
 	l.stopAutoExtend()
 
-	if l.acquisition != nil {
-		l.acquisition.Wait()
-	}
-	all := make([]int, len(l.c.nodes))
-	for i := range all {
-		all[i] = i
-	}
-	votes := l.c.releaseOn(ctx, l.req, l.token, all, l.req.s.wakeup)
+	votes := l.releaseAll(ctx)
 
 	l.mu.Lock()
 	cause := error(ErrReleased)
@@ -287,6 +283,54 @@ func (l *Lock) Release(ctx context.Context) error {
 		return nil
 	}
 	return qe
+}
+
+// releaseAll deletes the key from every node where it still holds the
+// token and returns the votes, indexed by node. A node that had not answered
+// the acquisition may still set the key, so it is released only once its
+// acquisition call has ended; the nodes that have answered are released at
+// once, without waiting for it.
+func (l *Lock) releaseAll(ctx context.Context) []quorum.Vote[struct{}] {
+	n := len(l.c.nodes)
+	buf := make([]int, 2*n)
+	answered, pending := buf[:0:n], buf[n:n]
+	if l.acquisition != nil {
+		for _, v := range l.acquisition.Collect() {
+			if v.Outcome == quorum.Pending {
+				pending = append(pending, v.Node)
+			} else {
+				answered = append(answered, v.Node)
+			}
+		}
+	} else {
+		for i := 0; i < n; i++ {
+			answered = append(answered, i)
+		}
+	}
+	announce := l.req.s.wakeup
+	if len(pending) == 0 { // every node, in order: votes are indexed by node
+		return l.c.startRelease(ctx, l.req, l.token, answered, announce).Wait()
+	}
+	var now *quorum.Round[struct{}]
+	if len(answered) > 0 {
+		now = l.c.startRelease(ctx, l.req, l.token, answered, announce)
+	}
+	l.acquisition.Wait()
+	later := l.c.startRelease(ctx, l.req, l.token, pending, announce)
+	votes := make([]quorum.Vote[struct{}], n)
+	for _, part := range []struct {
+		r     *quorum.Round[struct{}]
+		nodes []int
+	}{{now, answered}, {later, pending}} {
+		if part.r == nil {
+			continue
+		}
+		for j, v := range part.r.Wait() {
+			v.Node = part.nodes[j]
+			votes[v.Node] = v
+		}
+	}
+	return votes
 }
 
 // autoExtend extends the lock each time a third of its TTL is left, retrying
