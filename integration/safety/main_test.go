@@ -20,42 +20,18 @@ package safety
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
+
+	"github.com/quorumlock/quorumlock/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial, and the experiments cut clients off
 	// nodes on purpose.
 	redis.SetLogger(quiet{})
-	code := m.Run()
-	if code == 0 {
-		if err := findLeaks(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// findLeaks is goleak.Find with more patience: a go-redis pool that failed
-// to dial a partitioned node as often as its size redials from a goroutine
-// that sleeps a second between tries and sees that its pool was closed only
-// when it wakes up.
-func findLeaks() error {
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		err := goleak.Find()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	leaktest.VerifyTestMain(m)
 }
 
 type quiet struct{}
