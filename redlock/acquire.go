@@ -95,7 +95,7 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption)
 	if err != nil {
 		return nil, err
 	}
-	l, nerr := c.attempt(ctx, req)
+	l, nerr := c.attempt(ctx, req, newToken())
 	if nerr != nil {
 		return nil, nerr
 	}
@@ -126,8 +126,12 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 			unsubscribe()
 		}
 	}()
+	// One token for every attempt of this acquisition: a SET that lands
+	// after its attempt gave up (its answer came too late) then counts for
+	// the next attempt instead of blocking it until it expires.
+	token := newToken()
 	for attempt := 1; ; attempt++ {
-		l, nerr := c.attempt(ctx, req)
+		l, nerr := c.attempt(ctx, req, token)
 		if nerr == nil {
 			l.setLeave(leave)
 			return l, nil
@@ -191,9 +195,8 @@ func (c *Client) sleep(ctx context.Context, d time.Duration, wake <-chan struct{
 // attempt is one round of the algorithm: SET NX PX on every node at once,
 // decided by majority and validity; on failure the key is removed from every
 // node that may hold it.
-func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtainedError) {
+func (c *Client) attempt(ctx context.Context, req *request, token string) (*Lock, *NotObtainedError) {
 	c.stats.attempts.Add(1)
-	token := newToken()
 	start := c.clk.Now()
 	args := req.acquire
 	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
@@ -201,6 +204,7 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 	round := quorum.Start(ctx, len(c.nodes), req.s.nodeTimeout, func(ctx context.Context, i int) (vote, bool, error) {
 		v, err := parseVote(acquire.run(ctx, c.nodes[i].rdb, i))
 		if err != nil {
+			c.stats.failed.Add(1)
 			return vote{}, false, err
 		}
 		if req.s.quarantine > 0 && c.nodes[i].restart.needsCheck() {
@@ -210,11 +214,16 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 				return v, false, err // counted as failed; cleaned up if granted
 			}
 			if left > 0 {
+				qe := &QuarantineError{Remaining: left}
+				c.countVote(req, i, voteQuarantined, qe)
 				if v.status == voteGranted {
-					return v, false, &QuarantineError{Remaining: left}
+					return v, false, qe // counted as failed, so that it is cleaned up
 				}
 				return vote{status: voteQuarantined, value: left.Milliseconds()}, false, nil
 			}
+		}
+		if v.status != voteGranted {
+			c.countVote(req, i, v.status, voteError(req, v))
 		}
 		return v, v.status == voteGranted, nil
 	})
@@ -256,7 +265,11 @@ func (c *Client) attempt(ctx context.Context, req *request) (*Lock, *NotObtained
 		if v.Outcome == quorum.Failed {
 			mayHold = append(mayHold, v.Node) // the SET may have landed
 		}
-		nerr.Nodes = append(nerr.Nodes, c.nodeError(v.Node, c.voteError(req, v)))
+		err := v.Err
+		if v.Outcome == quorum.No {
+			err = voteError(req, v.Value)
+		}
+		nerr.Nodes = append(nerr.Nodes, c.nodeError(v.Node, err))
 	}
 	if len(mayHold) > 0 {
 		c.releaseOn(context.WithoutCancel(ctx), req, token, mayHold, false)
@@ -280,29 +293,33 @@ func parseVote(cmd *redis.Cmd) (vote, error) {
 	return vote{}, errors.New("redlock: malformed reply from the acquisition script")
 }
 
-// voteError turns a refused or failed vote into the error that explains it,
-// and counts it.
-func (c *Client) voteError(req *request, v quorum.Vote[vote]) error {
-	if v.Outcome == quorum.Failed {
-		c.stats.failed.Add(1)
-		return v.Err
+// voteError turns a refused vote into the error that explains it.
+func voteError(req *request, v vote) error {
+	d := time.Duration(v.value) * time.Millisecond
+	switch v.status {
+	case voteTaken:
+		return &TakenError{TTL: d}
+	case voteSkewed:
+		return &SkewError{Skew: d, Max: req.s.maxSkew}
+	case voteQuarantined:
+		return &QuarantineError{Remaining: d}
 	}
-	switch v.Value.status {
+	return errors.New("redlock: unknown vote status " + strconv.FormatInt(v.status, 10))
+}
+
+// countVote counts a refused vote as it arrives, whether or not the round
+// succeeds, and logs the refusals that point at a node problem.
+func (c *Client) countVote(req *request, node int, status int64, err error) {
+	switch status {
 	case voteTaken:
 		c.stats.taken.Add(1)
-		return &TakenError{TTL: time.Duration(v.Value.value) * time.Millisecond}
+		return
 	case voteSkewed:
 		c.stats.skewed.Add(1)
-		err := &SkewError{Skew: time.Duration(v.Value.value) * time.Millisecond, Max: req.s.maxSkew}
-		c.logWarn("redlock: vote refused", "node", v.Node, "addr", c.nodes[v.Node].addr, "key", req.key, "reason", err)
-		return err
 	case voteQuarantined:
 		c.stats.quarantined.Add(1)
-		err := &QuarantineError{Remaining: time.Duration(v.Value.value) * time.Millisecond}
-		c.logWarn("redlock: vote refused", "node", v.Node, "addr", c.nodes[v.Node].addr, "key", req.key, "reason", err)
-		return err
 	}
-	return errors.New("redlock: unknown vote status " + strconv.FormatInt(v.Value.status, 10))
+	c.logWarn("redlock: vote refused", "node", node, "addr", c.nodes[node].addr, "key", req.key, "reason", err)
 }
 
 // writeFence is the second round of a fenced acquisition: the token is the

@@ -547,3 +547,37 @@ func TestClosedClient(t *testing.T) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }
+
+// A key left by an earlier attempt of the same acquisition (its SET landed
+// after the attempt gave up) counts as granted for the next attempt instead
+// of blocking it; another token's key still does not.
+func TestLateSetOfSameAcquisitionIsOurs(t *testing.T) {
+	tn := newNodes(t, 3)
+	c := newClient(t, tn)
+	req, err := c.newRequest("late", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mr := range tn.mr[:2] {
+		mr.Set("late", "token-of-this-acquisition")
+		mr.SetTTL("late", time.Second)
+	}
+	l, nerr := c.attempt(bg(), req, "token-of-this-acquisition")
+	if nerr != nil {
+		t.Fatalf("attempt with our own leftover keys: %v", nerr)
+	}
+	for _, mr := range tn.mr[:2] {
+		if ttl := mr.TTL("late"); ttl != DefaultTTL {
+			t.Fatalf("leftover key not refreshed to the full TTL: %v", ttl)
+		}
+	}
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	for _, mr := range tn.mr[:2] {
+		mr.Set("late", "someone-else")
+	}
+	if _, nerr := c.attempt(bg(), req, "token-of-this-acquisition"); nerr == nil || !errors.Is(nerr, ErrTaken) {
+		t.Fatalf("another owner's key was taken over: %v", nerr)
+	}
+}
