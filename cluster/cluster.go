@@ -101,6 +101,12 @@ type Options struct {
 	Image string
 	// Persistence is every node's initial setting (PersistNone when empty).
 	Persistence Persistence
+	// NoClockFaults starts docker nodes without libfaketime preloaded:
+	// ClockJump and ClockRate are then unsupported, and Redis reads the real
+	// clock directly. Under libfaketime every clock read inside Redis reads
+	// the offset file, which makes scripts that call TIME measurably slower;
+	// benchmarks set this.
+	NoClockFaults bool
 	// Label names the cluster in container labels, temp dirs and logs.
 	Label string
 	// Logf receives progress messages (nil: silent). testing.T.Logf fits.

@@ -231,3 +231,25 @@ func TestRequireDockerWithoutImage(t *testing.T) {
 		t.Fatalf("explicit missing image: %v", err)
 	}
 }
+
+// Without libfaketime the docker nodes refuse clock faults, saying why, and
+// run on the real clock.
+func TestNoClockFaults(t *testing.T) {
+	clustertest.RequireDocker(t)
+	c := clustertest.New(t, cluster.Options{Backend: cluster.BackendDocker, Nodes: 1, NoClockFaults: true})
+	if c.Supports(cluster.FaultClockJump) || c.Supports(cluster.FaultClockRate) {
+		t.Fatal("clock faults reported supported without libfaketime")
+	}
+	ctx := context.Background()
+	err := c.Node(0).ClockJump(ctx, time.Minute)
+	if !errors.Is(err, cluster.ErrUnsupported) || !strings.Contains(err.Error(), "NoClockFaults") {
+		t.Fatalf("ClockJump = %v, want unsupported naming NoClockFaults", err)
+	}
+	tm, err := c.Node(0).Client().Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(tm); d > 5*time.Second || d < -5*time.Second {
+		t.Fatalf("node clock off by %v", d)
+	}
+}

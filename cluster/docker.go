@@ -125,7 +125,7 @@ func newDockerBackend(ctx context.Context, c *Cluster) (*dockerBackend, error) {
 		closeIdle(pool)
 		return nil, imageMissing(image, err)
 	}
-	if img.Config != nil {
+	if img.Config != nil && !c.opts.NoClockFaults {
 		d.faketime = img.Config.Labels[imageLabelFaketime]
 	}
 	d.reapStale(ctx)

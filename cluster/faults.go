@@ -72,6 +72,9 @@ func (c *Cluster) unsupported(f Fault) error {
 		return &UnsupportedError{Backend: c.backend, Fault: f,
 			Reason: "the cluster does not own external processes; only proxy faults (partition, blackhole, latency, reset) apply"}
 	case BackendDocker:
+		if (f == FaultClockJump || f == FaultClockRate) && c.opts.NoClockFaults {
+			return &UnsupportedError{Backend: c.backend, Fault: f, Reason: "the cluster was started with NoClockFaults"}
+		}
 		if (f == FaultClockJump || f == FaultClockRate) && c.docker != nil && c.docker.faketime == "" {
 			return &UnsupportedError{Backend: c.backend, Fault: f,
 				Reason: fmt.Sprintf("image %s carries no libfaketime (label %s); build the project image with bash docker/build.sh", c.docker.image, imageLabelFaketime)}

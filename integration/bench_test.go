@@ -8,6 +8,7 @@ import (
 	"github.com/go-redsync/redsync/v4"
 
 	"github.com/quorumlock/quorumlock/bench"
+	"github.com/quorumlock/quorumlock/cluster"
 	"github.com/quorumlock/quorumlock/cluster/clustertest"
 	"github.com/quorumlock/quorumlock/redlock"
 )
@@ -21,7 +22,8 @@ import (
 
 func openNodes(b *testing.B) *bench.Nodes {
 	b.Helper()
-	c := clustertest.NewDocker(b, 5)
+	// No libfaketime: the benchmark measures Redis, not the offset file.
+	c := clustertest.New(b, cluster.Options{Backend: cluster.BackendDocker, Nodes: 5, NoClockFaults: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n, err := bench.Open(ctx, bench.ClusterEnv(c))

@@ -54,7 +54,7 @@ servers' own allocations, since they run in this process.`,
 					return fmt.Errorf("--only %q: not one of %s", f, strings.Join(bench.Figures, ", "))
 				}
 			}
-			opts := cluster.Options{Backend: cluster.BackendDocker, Nodes: nodes, Label: "bench"}
+			opts := cluster.Options{Backend: cluster.BackendDocker, Nodes: nodes, Label: "bench", NoClockFaults: true}
 			switch {
 			case embedded:
 				opts.Backend = cluster.BackendEmbedded
