@@ -163,7 +163,7 @@ func cloneOptions(o *redis.Options) *redis.Options {
 
 // Warm opens conns connections to every node and returns them to the pool,
 // so that a figure does not measure a storm of dials. Under such a storm a
-// lock library with a per-node timeout (redlock's 80 ms, redsync's 400 ms)
+// lock library with a per-node timeout (400 ms by default for both)
 // gives up on connections still being dialled and never fills its pool,
 // while a raw loop without timeout does: the figures would compare dial
 // behaviour, not locking.

@@ -51,7 +51,7 @@ func TestRunSmoke(t *testing.T) {
 	}
 	for _, o := range append(append(rep.Uncontended, rep.Fencing...), rep.Guard...) {
 		// Errors are reported, not failed on: on a loaded machine a
-		// request can outlast the 80 ms node timeout.
+		// request can outlast the node timeout.
 		if o.Ops == 0 {
 			t.Errorf("%s: no operation completed (%d errors)", o.Name, o.Errors)
 		}

@@ -122,8 +122,9 @@ type LatencyResult struct {
 
 // AcquireLatency acquires distinct keys one after the other for about d
 // (at least minOps times) and reports how long each acquisition took; the
-// release after each is not timed.
-func AcquireLatency(ctx context.Context, name string, keys []string, d time.Duration, minOps int, acquire Contender) LatencyResult {
+// release after each is not timed, and is followed by idle (no request at
+// all) before the next acquisition.
+func AcquireLatency(ctx context.Context, name string, keys []string, d time.Duration, minOps int, idle time.Duration, acquire Contender) LatencyResult {
 	var lat []time.Duration
 	r := LatencyResult{Name: name}
 	start := time.Now()
@@ -139,6 +140,9 @@ func AcquireLatency(ctx context.Context, name string, keys []string, d time.Dura
 		rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 		_ = release(rctx)
 		cancel()
+		if idle > 0 {
+			time.Sleep(idle) // leave the nodes idle, as a slow release does
+		}
 	}
 	r.Ops = len(lat)
 	r.P50Ms, r.P99Ms = ms(stats.Quantile(lat, 0.50)), ms(stats.Quantile(lat, 0.99))

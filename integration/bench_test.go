@@ -161,7 +161,7 @@ func BenchmarkSlowNode(b *testing.B) {
 	lat := func(name string, c bench.Contender) {
 		b.Run(name, func(b *testing.B) {
 			once(b, func() map[string]float64 {
-				r := bench.AcquireLatency(ctx, name, keys, d, 20, c)
+				r := bench.AcquireLatency(ctx, name, keys, d, 20, 0, c)
 				return map[string]float64{"p50-ms": r.P50Ms, "p99-ms": r.P99Ms, "errors": float64(r.Errors)}
 			})
 		})

@@ -130,7 +130,7 @@ func TestInteropContention(t *testing.T) {
 		switch {
 		case err == nil:
 		case lib == "ours" && errors.Is(err, redlock.ErrNoQuorum):
-			// A node answered later than the 80 ms node timeout (the race
+			// A node answered later than the node timeout (the race
 			// detector on a loaded host): the key then expires on its own.
 			// Not a safety matter; counted and logged.
 			oursReleaseNoQuorum.Add(1)
