@@ -126,12 +126,11 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 			unsubscribe()
 		}
 	}()
-	// One token for every attempt of this acquisition: a SET that lands
-	// after its attempt gave up (its answer came too late) then counts for
-	// the next attempt instead of blocking it until it expires.
-	token := newToken()
 	for attempt := 1; ; attempt++ {
-		l, nerr := c.attempt(ctx, req, token)
+		// A fresh token for every attempt: the cleanup of a failed attempt
+		// can reach a node late, after the next attempt set the key there,
+		// and must not delete that key.
+		l, nerr := c.attempt(ctx, req, newToken())
 		if nerr == nil {
 			l.setLeave(leave)
 			return l, nil

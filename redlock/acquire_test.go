@@ -548,36 +548,55 @@ func TestClosedClient(t *testing.T) {
 	}
 }
 
-// A key left by an earlier attempt of the same acquisition (its SET landed
-// after the attempt gave up) counts as granted for the next attempt instead
-// of blocking it; another token's key still does not.
-func TestLateSetOfSameAcquisitionIsOurs(t *testing.T) {
+// Every attempt of one acquisition uses a fresh token: the cleanup of a
+// failed attempt may reach a node after the next attempt set the key there,
+// and with a shared token it would delete the key the new holder counts on.
+func TestEveryAttemptHasItsOwnToken(t *testing.T) {
 	tn := newNodes(t, 3)
-	c := newClient(t, tn)
-	req, err := c.newRequest("late", nil)
+	var mu sync.Mutex
+	tokens := map[string]bool{}
+	for _, rdb := range tn.clients {
+		rdb.AddHook(tokenSpy{mu: &mu, tokens: tokens})
+	}
+	holder := newClient(t, tn)
+	c := newClient(t, tn, WithRetryDelay(time.Millisecond, 2*time.Millisecond), WithWakeup(false))
+	held, err := holder.TryAcquire(bg(), "retry")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mr := range tn.mr[:2] {
-		mr.Set("late", "token-of-this-acquisition")
-		mr.SetTTL("late", time.Second)
+	ctx, cancel := context.WithTimeout(bg(), 200*time.Millisecond)
+	defer cancel()
+	_, err = c.Acquire(ctx, "retry")
+	var ne *NotObtainedError
+	if !errors.As(err, &ne) || ne.Attempts < 3 {
+		t.Fatalf("err = %v, want several attempts", err)
 	}
-	l, nerr := c.attempt(bg(), req, "token-of-this-acquisition")
-	if nerr != nil {
-		t.Fatalf("attempt with our own leftover keys: %v", nerr)
+	mu.Lock()
+	distinct := len(tokens)
+	mu.Unlock()
+	if distinct != ne.Attempts+1 { // + the holder's
+		t.Fatalf("%d distinct tokens over %d attempts and one holder", distinct, ne.Attempts)
 	}
-	for _, mr := range tn.mr[:2] {
-		if ttl := mr.TTL("late"); ttl != DefaultTTL {
-			t.Fatalf("leftover key not refreshed to the full TTL: %v", ttl)
+	_ = held.Release(bg())
+}
+
+// tokenSpy records the tokens of acquisition scripts.
+type tokenSpy struct {
+	mu     *sync.Mutex
+	tokens map[string]bool
+}
+
+func (h tokenSpy) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h tokenSpy) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isAcquisition(cmd) && len(cmd.Args()) > 6 {
+			h.mu.Lock()
+			h.tokens[fmt.Sprint(cmd.Args()[6])] = true
+			h.mu.Unlock()
 		}
+		return next(ctx, cmd)
 	}
-	if err := l.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	for _, mr := range tn.mr[:2] {
-		mr.Set("late", "someone-else")
-	}
-	if _, nerr := c.attempt(bg(), req, "token-of-this-acquisition"); nerr == nil || !errors.Is(nerr, ErrTaken) {
-		t.Fatalf("another owner's key was taken over: %v", nerr)
-	}
+}
+func (h tokenSpy) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -10,9 +10,7 @@
 --                            ARGV[6] "1" to return the fence counter
 --
 -- Returns {status, value}:
---   { 1, counter}  granted (also when the key already holds this token, left by
---                  an earlier attempt of the same acquisition); counter is the
---                  node's fence counter (0 unless asked)
+--   { 1, counter}  granted; counter is the node's fence counter (0 unless asked)
 --   { 0, pttl}     the key is held by another token for pttl more ms
 --   {-1, skew}     refused: node clock − caller clock is skew ms, beyond the bound
 --   {-2, left}     refused: the node's data is younger than the quarantine, left ms to go
@@ -41,14 +39,7 @@ if quarantine > 0 and now - born < quarantine then
 	return {-2, quarantine - (now - born)}
 end
 
-local granted = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-if not granted and redis.call('GET', KEYS[1]) == ARGV[1] then
-	-- Our own token, set by an earlier attempt of this acquisition whose
-	-- answer came too late: the key is ours; take it with a fresh TTL.
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
-	granted = true
-end
-if granted then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 	if ARGV[6] == '1' then
 		return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 	end
