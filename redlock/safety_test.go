@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -114,8 +115,8 @@ func TestQuarantineStopsRestartAttack(t *testing.T) {
 // vote; the refusal names the node, is counted and logged.
 func TestSkewGuard(t *testing.T) {
 	tn := newNodes(t, 3)
-	var logs bytes.Buffer
-	c := newClient(t, tn, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	logs := &lockedBuffer{}
+	c := newClient(t, tn, WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	tn.mr[1].SetTime(time.Now().Add(5 * time.Second))
 	tn.mr[2].SetTime(time.Now().Add(-5 * time.Second))
 	_, err := c.TryAcquire(bg(), "skew")
@@ -153,4 +154,48 @@ func TestServerInfoParse(t *testing.T) {
 	if _, _, err := serverInfo(bg(), tn.clients[0]); !errors.Is(err, errNoInfo) {
 		t.Fatalf("serverInfo on miniredis: %v, want errNoInfo", err)
 	}
+}
+
+// A node refused inside a successful acquisition is counted and logged too,
+// not only refusals that made an attempt fail.
+func TestRefusalInSuccessfulAcquisitionCounted(t *testing.T) {
+	tn := newNodes(t, 5)
+	logs := &lockedBuffer{}
+	c := newClient(t, tn, WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	tn.mr[4].FlushAll() // node 4 lost its data: quarantined
+	l, err := c.TryAcquire(bg(), "counted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mr := range tn.mr[:4] { // let every answer arrive
+		waitFor(t, func() bool { return mr.Exists("counted") })
+	}
+	waitFor(t, func() bool { return c.Stats().VotesQuarantined == 1 })
+	if tn.mr[4].Exists("counted") {
+		t.Fatal("the quarantined node took the key")
+	}
+	waitFor(t, func() bool {
+		out := logs.String()
+		return strings.Contains(out, "vote refused") && strings.Contains(out, tn.mr[4].Addr())
+	})
+	_ = l.Release(bg())
+}
+
+// lockedBuffer is a bytes.Buffer safe to write from the client's goroutines
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
