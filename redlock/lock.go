@@ -272,12 +272,11 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.endLocked(cause)
 	l.mu.Unlock()
 
+	qe := l.quorumError("release", votes, false)
 	if expired {
-		qe := l.quorumError("release", votes, false)
 		qe.Reason = fmt.Errorf("%w: %w", ErrNotHeld, ErrExpired)
 		return qe
 	}
-	qe := l.quorumError("release", votes, false)
 	if qe.Done >= qe.Needed {
 		l.c.stats.released.Add(1)
 		return nil
