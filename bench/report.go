@@ -28,7 +28,7 @@ func (r *Report) targets() []Target {
 			ts = append(ts, Target{Figure: fig, Value: v, Goal: fmt.Sprintf("≥ %g", goal), Met: v >= goal})
 		}
 	}
-	if ours, rs, raw := findOp(r.Uncontended, NameOurs), findOp(r.Uncontended, NameRedsync), findOp(r.Uncontended, NameRaw); ours != nil {
+	if ours, rs, raw := byName(r.Uncontended, NameOurs), byName(r.Uncontended, NameRedsync), byName(r.Uncontended, NameRaw); ours != nil {
 		if rs != nil {
 			le("1 uncontended time, ours/redsync", ours.NsPerOp/rs.NsPerOp, 0.8)
 			le("1 uncontended allocs/op, ours/redsync", ours.AllocsPerOp/rs.AllocsPerOp, 0.33)
@@ -37,53 +37,38 @@ func (r *Report) targets() []Target {
 			le("1 uncontended time, ours/raw", ours.NsPerOp/raw.NsPerOp, 1.15)
 		}
 	}
-	var ours, rs *ContentionResult
-	for i := range r.Contention {
-		switch r.Contention[i].Name {
-		case NameOurs:
-			ours = &r.Contention[i]
-		case NameRedsync:
-			rs = &r.Contention[i]
-		}
-	}
-	if ours != nil {
-		if rs != nil {
+	if ours := byName(r.Contention, NameOurs); ours != nil {
+		if rs := byName(r.Contention, NameRedsync); rs != nil {
 			le("2 contention wait p99, ours/redsync", ours.WaitP99Ms/rs.WaitP99Ms, 0.1)
 			le("2 contention wait max, ours/redsync", ours.WaitMaxMs/rs.WaitMaxMs, 0.1)
 		}
 		le("2 contention fairness (max/min per worker), ours", ours.Fairness, 1.5)
 	}
-	var fast, slow *LatencyResult
-	for i := range r.SlowNode {
-		switch r.SlowNode[i].Name {
-		case NameOursAllFastIdle:
-			fast = &r.SlowNode[i]
-		case NameOurs:
-			slow = &r.SlowNode[i]
-		}
-	}
-	if fast != nil && slow != nil {
+	if fast, slow := byName(r.SlowNode, NameOursAllFastIdle), byName(r.SlowNode, NameOurs); fast != nil && slow != nil {
 		le("3 one slow node, ours p50 / all-fast p50 (same idle gaps)", slow.P50Ms/fast.P50Ms, 1.2)
 	}
-	var tOurs, tRs float64
-	for _, t := range r.Throughput {
-		switch t.Name {
-		case NameOurs:
-			tOurs = t.PerSecond
-		case NameRedsync:
-			tRs = t.PerSecond
-		}
-	}
-	if tRs > 0 {
-		ge("4 throughput, ours/redsync", tOurs/tRs, 1.0)
+	if ours, rs := byName(r.Throughput, NameOurs), byName(r.Throughput, NameRedsync); ours != nil && rs != nil && rs.PerSecond > 0 {
+		ge("4 throughput, ours/redsync", ours.PerSecond/rs.PerSecond, 1.0)
 	}
 	return ts
 }
 
-func findOp(rs []OpResult, name string) *OpResult {
-	for i := range rs {
-		if rs[i].Name == name {
-			return &rs[i]
+// row is a pointer to a result row of one contender.
+type row[T any] interface {
+	*T
+	contender() string
+}
+
+func (r *OpResult) contender() string         { return r.Name }
+func (r *ContentionResult) contender() string { return r.Name }
+func (r *LatencyResult) contender() string    { return r.Name }
+func (r *ThroughputResult) contender() string { return r.Name }
+
+// byName returns the row of the named contender, nil when it did not run.
+func byName[T any, P row[T]](rows []T, name string) *T {
+	for i := range rows {
+		if P(&rows[i]).contender() == name {
+			return &rows[i]
 		}
 	}
 	return nil
@@ -111,7 +96,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if len(rs) == 0 {
 			return
 		}
-		b := findOp(rs, base)
+		b := byName(rs, base)
 		p("\n%s\t\n", title)
 		p("\tops\tns/op\tB/op\tallocs/op\ttime ×%s\tallocs ×%s\terrors\t\n", label, label)
 		for _, o := range rs {
@@ -122,12 +107,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	ops("1. Uncontended Acquire+Release, random keys", r.Uncontended, NameRedsync, "redsync")
 	if len(r.Contention) > 0 {
-		var rs *ContentionResult
-		for i := range r.Contention {
-			if r.Contention[i].Name == NameRedsync {
-				rs = &r.Contention[i]
-			}
-		}
+		rs := byName(r.Contention, NameRedsync)
 		c0 := r.Contention[0]
 		p("\n2. Contention: %d workers, one key, %.1f s\t\n", c0.Workers, c0.Seconds)
 		p("\tacq/s\twait p50 ms\twait p99 ms\twait max ms\tp99 ×redsync\tmax ×redsync\tmin..max/worker\tfairness\tfailures\toverlaps\t\n")
@@ -150,10 +130,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(r.Throughput) > 0 {
 		var rs float64
-		for _, t := range r.Throughput {
-			if t.Name == NameRedsync {
-				rs = t.PerSecond
-			}
+		if t := byName(r.Throughput, NameRedsync); t != nil {
+			rs = t.PerSecond
 		}
 		p("\n4. Throughput: %d goroutines, distinct keys\t\n", r.Throughput[0].Goroutines)
 		p("\tacquired\tacq/s\t×redsync\terrors\tfirst error\t\n")
