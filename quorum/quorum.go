@@ -208,8 +208,3 @@ func (r *Round[T]) Wait() []Vote[T] {
 	r.cancel()
 	return r.votes
 }
-
-// Abandon cancels the calls still pending without waiting for them. Their
-// goroutines end promptly and their outcomes are lost, so use it only when
-// no cleanup depends on them.
-func (r *Round[T]) Abandon() { r.cancel() }

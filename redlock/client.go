@@ -22,12 +22,14 @@ import (
 type Client struct {
 	nodes    []node
 	defaults settings
-	clk      clock.Clock
-	log      *slog.Logger
-	queues   keyQueues
-	waker    *waker
-	stats    counters
-	closed   atomic.Bool
+	// bootTimeout bounds each node's request in Bootstrap.
+	bootTimeout time.Duration
+	clk         clock.Clock
+	log         *slog.Logger
+	queues      keyQueues
+	waker       *waker
+	stats       counters
+	closed      atomic.Bool
 }
 
 type node struct {
@@ -62,14 +64,17 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	if cfg.clock == nil {
 		return nil, errors.New("redlock: nil clock")
 	}
-	if _, err := cfg.lock.resolve(); err != nil {
+	resolved, err := cfg.lock.resolve()
+	if err != nil {
 		return nil, err
 	}
 	c := &Client{
 		nodes:    make([]node, len(nodes)),
 		defaults: cfg.lock,
-		clk:      cfg.clock,
-		log:      cfg.logger,
+		// Not on any hot path: allow for a first connection on a busy host.
+		bootTimeout: max(resolved.nodeTimeout, time.Second),
+		clk:         cfg.clock,
+		log:         cfg.logger,
 	}
 	seenAddr := make(map[string]int, len(nodes))
 	for i, rdb := range nodes {
@@ -132,9 +137,7 @@ func (c *Client) Close() error {
 // node lost its data defeats the quarantine. It returns the errors of the
 // nodes it could not reach, each a *NodeError.
 func (c *Client) Bootstrap(ctx context.Context) error {
-	// Not on any hot path: allow for a first connection on a busy host.
-	timeout := max(c.defaults.nodeTimeoutOr(), time.Second)
-	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), timeout, func(ctx context.Context, i int) (struct{}, bool, error) {
+	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), c.bootTimeout, func(ctx context.Context, i int) (struct{}, bool, error) {
 		n := &c.nodes[i]
 		if err := n.rdb.SetNX(ctx, SentinelKey, 0, 0).Err(); err != nil {
 			return struct{}{}, false, err
@@ -161,14 +164,6 @@ func (c *Client) Bootstrap(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (s settings) nodeTimeoutOr() time.Duration {
-	r, err := s.resolve()
-	if err != nil {
-		return minNodeTimeout
-	}
-	return r.nodeTimeout
 }
 
 func (c *Client) nodeError(i int, err error) *NodeError {
