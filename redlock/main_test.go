@@ -24,6 +24,7 @@ type testNodes struct {
 	clients []redis.UniversalClient
 	down    []*atomic.Bool // a down node fails every command before it is sent
 	noVote  []*atomic.Bool // such a node fails only acquisition scripts
+	stall   []*atomic.Bool // a stalled node answers nothing until the command's ctx ends
 }
 
 // errNodeDown is what a node marked down answers.
@@ -31,7 +32,7 @@ var errNodeDown = errors.New("node down in this test")
 
 // downHook fails commands while its node is marked down. (miniredis'
 // SetError is not safe to toggle under concurrent load.)
-type downHook struct{ down, noVote *atomic.Bool }
+type downHook struct{ down, noVote, stall *atomic.Bool }
 
 func (h downHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -39,6 +40,20 @@ func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if h.down.Load() || (h.noVote.Load() && isAcquisition(cmd)) {
 			cmd.SetErr(errNodeDown)
 			return errNodeDown
+		}
+		if h.stall.Load() {
+			// A hung server: nothing comes back until the caller gives up
+			// (bounded, so that a caller without a deadline cannot hang the
+			// test binary).
+			t := time.NewTimer(time.Minute)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			err := fmt.Errorf("stalled node: %w", context.DeadlineExceeded)
+			cmd.SetErr(err)
+			return err
 		}
 		return next(ctx, cmd)
 	}
@@ -61,12 +76,13 @@ func newNodes(t testing.TB, n int) *testNodes {
 		mr := miniredis.RunT(t)
 		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { _ = rdb.Close() })
-		down, noVote := new(atomic.Bool), new(atomic.Bool)
-		rdb.AddHook(downHook{down, noVote})
+		down, noVote, stall := new(atomic.Bool), new(atomic.Bool), new(atomic.Bool)
+		rdb.AddHook(downHook{down, noVote, stall})
 		tn.mr = append(tn.mr, mr)
 		tn.clients = append(tn.clients, rdb)
 		tn.down = append(tn.down, down)
 		tn.noVote = append(tn.noVote, noVote)
+		tn.stall = append(tn.stall, stall)
 	}
 	return tn
 }
