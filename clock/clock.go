@@ -1,10 +1,9 @@
-// Package clock is the time source of the lock library and the validity
-// arithmetic of the Redlock algorithm.
+// Package clock is a source of monotonic time and timers: the running
+// process's, or a fake one that tests move by hand.
 //
-// Validity is always measured on a monotonic clock: the real implementation
-// uses the monotonic reading that Go attaches to time.Now, so a wall-clock
-// step on the caller's machine neither lengthens nor shortens a lock. The
-// fake implementation lets tests move time by hand.
+// The real implementation uses the monotonic reading that Go attaches to
+// time.Now, so a wall-clock step on the caller's machine neither lengthens
+// nor shortens a duration measured with it.
 package clock
 
 import "time"

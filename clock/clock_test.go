@@ -9,44 +9,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestDriftAndValidity(t *testing.T) {
-	cases := []struct {
-		ttl, elapsed time.Duration
-		factor       float64
-		drift, valid time.Duration
-	}{
-		{8 * time.Second, 0, 0.01, 82 * time.Millisecond, 8*time.Second - 82*time.Millisecond},
-		{8 * time.Second, 100 * time.Millisecond, 0.01, 82 * time.Millisecond, 8*time.Second - 182*time.Millisecond},
-		{10 * time.Second, 9 * time.Second, 0.01, 102 * time.Millisecond, 898 * time.Millisecond},
-		{time.Second, 0, 0, 2 * time.Millisecond, 998 * time.Millisecond},
-		{time.Second, 998 * time.Millisecond, 0, 2 * time.Millisecond, 0},                     // not held
-		{time.Second, 2 * time.Second, 0.01, 12 * time.Millisecond, -1012 * time.Millisecond}, // long gone
-	}
-	for _, c := range cases {
-		if got := Drift(c.ttl, c.factor); got != c.drift {
-			t.Errorf("Drift(%v, %v) = %v, want %v", c.ttl, c.factor, got, c.drift)
-		}
-		if got := Validity(c.ttl, c.elapsed, c.factor); got != c.valid {
-			t.Errorf("Validity(%v, %v, %v) = %v, want %v", c.ttl, c.elapsed, c.factor, got, c.valid)
-		}
-	}
-	start := time.Unix(1000, 0)
-	if got, want := Deadline(start, 8*time.Second, 0.01), start.Add(8*time.Second-82*time.Millisecond); !got.Equal(want) {
-		t.Errorf("Deadline = %v, want %v", got, want)
-	}
-	// The deadline is where validity reaches zero.
-	if v := Validity(8*time.Second, Deadline(start, 8*time.Second, 0.01).Sub(start), 0.01); v != 0 {
-		t.Errorf("validity at the deadline = %v, want 0", v)
-	}
-}
-
-func TestSkew(t *testing.T) {
-	a := time.Unix(100, 0)
-	if Skew(a, a.Add(3*time.Second)) != 3*time.Second || Skew(a.Add(3*time.Second), a) != 3*time.Second {
-		t.Fatal("Skew is not symmetric and absolute")
-	}
-}
-
 func TestFakeTimersFireInOrder(t *testing.T) {
 	f := NewFake(time.Unix(0, 0))
 	fired := make(chan int, 3)

@@ -1,18 +1,21 @@
 // Package quorum runs one operation against N independent nodes at once and
 // decides by majority as early as the answers allow.
 //
-// A Round starts one goroutine per node. Each call is bounded by a per-node
-// timeout, so every goroutine ends on its own within that bound; none of them
-// can block on the owner. Decide returns as soon as a majority said yes or a
-// majority can no longer be reached; nodes that have not answered by then
-// (stragglers) keep running, and Wait collects their outcomes so that the
-// caller can clean up after them (a straggler that said yes late may hold a
-// key). The package knows nothing about locks or Redis.
+// A Round starts one goroutine per node. It has two time limits (Bounds):
+// Decide returns by the first whatever the calls do, so a call that ignores
+// its context (a client with no per-request deadline) delays no decision;
+// each call's context ends at the second, which may be later, so that a slow
+// answer costs a late vote rather than an aborted request. Decide returns as
+// soon as enough nodes said yes or enough can no longer say yes; nodes that
+// have not answered by then (stragglers) keep running, and Wait collects
+// their outcomes so that the caller can clean up after them (a straggler that
+// said yes late may hold a key). The package knows nothing about locks or
+// Redis.
 package quorum
 
 import (
 	"context"
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -52,69 +55,88 @@ type Vote[T any] struct {
 	Node    int
 	Outcome Outcome
 	Value   T     // what the operation returned, for Yes and No
-	Err     error // the error, for Failed (and optionally a reason for No)
+	Err     error // the error, for Failed
 }
 
 // Op is the operation run on node i. It reports yes (granted) or no
 // (refused); a non-nil error makes the vote Failed whatever yes says. ctx
-// carries the per-node deadline.
+// carries the round's deadline.
 type Op[T any] func(ctx context.Context, node int) (value T, yes bool, err error)
 
-// Round is one operation fanned out to every node. Its methods must be called
-// from one goroutine (the owner); the per-node goroutines only send on a
-// buffered channel and never wait for the owner.
-type Round[T any] struct {
-	n       int
-	need    int
-	results chan Vote[T]
-	votes   []Vote[T]
-	yes     int
-	no      int // No and Failed: votes that cannot become yes
-	got     int
-	cancel  context.CancelFunc
-	running atomic.Int32
+// Bounds are a round's time limits; zero means none.
+type Bounds struct {
+	// Decide bounds the wait for a decision.
+	Decide time.Duration
+	// Call bounds each call; it is never shorter than Decide.
+	Call time.Duration
 }
 
-// Start runs op on nodes 0..n-1 concurrently, each bounded by timeout (no
-// bound when timeout ≤ 0), and returns at once. The decision needs a
-// majority of n.
-func Start[T any](ctx context.Context, n int, timeout time.Duration, op Op[T]) *Round[T] {
-	return StartNeed(ctx, n, Majority(n), timeout, op)
+// Within is Bounds with one limit for both.
+func Within(d time.Duration) Bounds { return Bounds{Decide: d, Call: d} }
+
+// Round is one operation fanned out to every node. Its methods are safe for
+// use from several goroutines.
+type Round[T any] struct {
+	n, need int
+	ctx     context.Context // the calls' context: the caller's, with the call deadline
+	cancel  context.CancelFunc
+	dctx    context.Context // ends at the decision deadline (ctx when the same)
+	dcancel context.CancelFunc
+
+	mu      sync.Mutex
+	votes   []Vote[T]
+	yes, no int // no counts No and Failed: votes that cannot become yes
+	got     int
+	decided chan struct{} // closed once enough votes are in either way
+	done    chan struct{} // closed once every call has returned
+}
+
+// Start runs op on nodes 0..n-1 concurrently within b and returns at once.
+// The decision needs a majority of n.
+func Start[T any](ctx context.Context, n int, b Bounds, op Op[T]) *Round[T] {
+	return StartNeed(ctx, n, Majority(n), b, op)
 }
 
 // StartNeed is Start with an explicit number of yes votes needed.
-func StartNeed[T any](ctx context.Context, n, need int, timeout time.Duration, op Op[T]) *Round[T] {
-	// Every call starts now, so one deadline for the round bounds each of
-	// them by timeout, as a deadline per call would, for one timer instead
-	// of n.
-	var rctx context.Context
-	var cancel context.CancelFunc
-	if timeout > 0 {
-		rctx, cancel = context.WithTimeout(ctx, timeout)
-	} else {
-		rctx, cancel = context.WithCancel(ctx)
-	}
+func StartNeed[T any](ctx context.Context, n, need int, b Bounds, op Op[T]) *Round[T] {
 	r := &Round[T]{
 		n:       n,
 		need:    need,
-		results: make(chan Vote[T], n),
 		votes:   make([]Vote[T], n),
-		cancel:  cancel,
+		decided: make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	r.running.Store(int32(n))
+	if b.Decide > 0 && b.Call > 0 && b.Call < b.Decide {
+		b.Call = b.Decide
+	}
+	if b.Call > 0 {
+		r.ctx, r.cancel = context.WithTimeout(ctx, b.Call)
+	} else {
+		r.ctx, r.cancel = context.WithCancel(ctx)
+	}
+	r.dctx, r.dcancel = r.ctx, r.cancel
+	if b.Decide > 0 && (b.Call <= 0 || b.Decide < b.Call) {
+		r.dctx, r.dcancel = context.WithTimeout(r.ctx, b.Decide)
+	}
 	for i := range r.votes {
 		r.votes[i].Node = i
 	}
+	if n == 0 {
+		close(r.decided)
+		close(r.done)
+		r.dcancel()
+		r.cancel()
+		return r
+	}
 	for i := 0; i < n; i++ {
-		go r.run(rctx, i, op)
+		go r.run(i, op)
 	}
 	return r
 }
 
-func (r *Round[T]) run(ctx context.Context, i int, op Op[T]) {
-	v := Vote[T]{Node: i}
-	val, yes, err := op(ctx, i)
-	v.Value = val
+func (r *Round[T]) run(i int, op Op[T]) {
+	val, yes, err := op(r.ctx, i)
+	v := Vote[T]{Node: i, Value: val}
 	switch {
 	case err != nil:
 		v.Outcome, v.Err = Failed, err
@@ -123,22 +145,30 @@ func (r *Round[T]) run(ctx context.Context, i int, op Op[T]) {
 	default:
 		v.Outcome = No
 	}
-	r.results <- v
-	// The last call to finish releases the round's context, so that a round
-	// nobody waits for does not stay registered with its parent.
-	if r.running.Add(-1) == 0 {
-		r.cancel()
-	}
-}
-
-func (r *Round[T]) record(v Vote[T]) {
-	r.votes[v.Node] = v
+	r.mu.Lock()
+	wasDecided := r.isDecided()
+	r.votes[i] = v
 	r.got++
 	if v.Outcome == Yes {
 		r.yes++
 	} else {
 		r.no++
 	}
+	if !wasDecided && r.isDecided() {
+		close(r.decided)
+	}
+	last := r.got == r.n
+	r.mu.Unlock()
+	if last {
+		close(r.done)
+		r.dcancel() // releases the deadlines' timers
+		r.cancel()
+	}
+}
+
+// isDecided reports whether enough votes are in either way; r.mu held.
+func (r *Round[T]) isDecided() bool {
+	return r.yes >= r.need || r.n-r.no < r.need || r.got == r.n
 }
 
 // Decision is the state of a round when it was decided.
@@ -149,18 +179,32 @@ type Decision struct {
 	Yes, No, Failed, Pending int
 }
 
-// Decide blocks until the round is decided: enough yes votes, or so many
-// refusals and failures that enough yes votes can no longer come. Nodes
-// still pending at that moment are left running; see Wait.
+// Decide blocks until the round is decided (enough yes votes, or so many
+// refusals and failures that enough yes votes can no longer come) or its
+// deadline passes, whichever is first. Nodes still pending are left running;
+// see Wait.
 func (r *Round[T]) Decide() Decision {
-	for r.yes < r.need && r.n-r.no >= r.need && r.got < r.n {
-		r.record(<-r.results)
-	}
-	return r.decision()
+	d, _ := r.DecideOr(nil)
+	return d
 }
 
-func (r *Round[T]) decision() Decision {
-	d := Decision{OK: r.yes >= r.need}
+// DecideOr is Decide that also gives up when stop is closed; ok is false
+// then, and the decision describes the votes in so far.
+func (r *Round[T]) DecideOr(stop <-chan struct{}) (d Decision, ok bool) {
+	ok = true
+	select {
+	case <-r.decided:
+	case <-r.dctx.Done():
+	case <-stop:
+		select {
+		case <-r.decided:
+		default:
+			ok = false
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d.OK = r.yes >= r.need
 	for _, v := range r.votes {
 		switch v.Outcome {
 		case Yes:
@@ -173,38 +217,38 @@ func (r *Round[T]) decision() Decision {
 			d.Pending++
 		}
 	}
-	return d
+	return d, ok
 }
 
 // Need returns the number of yes votes the round needs.
 func (r *Round[T]) Need() int { return r.need }
 
-// Votes returns the votes received so far, indexed by node; nodes that have
-// not answered are Pending. The slice is the round's own: do not modify it.
-func (r *Round[T]) Votes() []Vote[T] { return r.votes }
-
-// Collect records the votes that have arrived, without waiting for the
-// others, and returns all votes, indexed by node; nodes that have not
-// answered are Pending. The slice is the round's own: do not modify it.
+// Collect returns a copy of the votes received so far, indexed by node;
+// nodes that have not answered are Pending.
 func (r *Round[T]) Collect() []Vote[T] {
-	for r.got < r.n {
-		select {
-		case v := <-r.results:
-			r.record(v)
-		default:
-			return r.votes
-		}
-	}
-	return r.votes
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Vote[T](nil), r.votes...)
 }
 
-// Wait blocks until every node has answered or run out of time and returns
-// all votes, indexed by node. It is safe to call after Decide, and more than
-// once.
-func (r *Round[T]) Wait() []Vote[T] {
-	for r.got < r.n {
-		r.record(<-r.results)
+// Expired reports whether the decision deadline passed (or the ctx ended)
+// before every call returned: nodes still pending then ran out of time,
+// rather than being left out of an early decision.
+func (r *Round[T]) Expired() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return r.dctx.Err() != nil
 	}
-	r.cancel()
-	return r.votes
+}
+
+// Done returns a channel closed once every call has returned.
+func (r *Round[T]) Done() <-chan struct{} { return r.done }
+
+// Wait blocks until every call has returned and returns all votes, indexed
+// by node. A call that ignores its context is waited for as long as it runs.
+func (r *Round[T]) Wait() []Vote[T] {
+	<-r.done
+	return r.votes // no writer is left
 }

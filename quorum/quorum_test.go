@@ -27,7 +27,7 @@ func TestEverySubset(t *testing.T) {
 		for mask := 0; mask < 1<<n; mask++ {
 			yesSet := mask
 			t.Run(fmt.Sprintf("n=%d/yes=%0*b", n, n, mask), func(t *testing.T) {
-				r := Start(context.Background(), n, time.Second, func(_ context.Context, i int) (int, bool, error) {
+				r := Start(context.Background(), n, Within(time.Second), func(_ context.Context, i int) (int, bool, error) {
 					if yesSet&(1<<i) != 0 {
 						return i, true, nil
 					}
@@ -78,7 +78,7 @@ func TestStragglerDoesNotDelayDecision(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	for _, wantOK := range []bool{true, false} {
 		t.Run(fmt.Sprintf("ok=%v", wantOK), func(t *testing.T) {
-			r := Start(context.Background(), 5, timeout, func(ctx context.Context, i int) (struct{}, bool, error) {
+			r := Start(context.Background(), 5, Within(timeout), func(ctx context.Context, i int) (struct{}, bool, error) {
 				if i == 4 {
 					select {
 					case <-ctx.Done():
@@ -113,7 +113,7 @@ func TestStragglerDoesNotDelayDecision(t *testing.T) {
 // while other nodes are still pending.
 func TestEarlyFailure(t *testing.T) {
 	block := make(chan struct{})
-	r := Start(context.Background(), 5, 0, func(ctx context.Context, i int) (int, bool, error) {
+	r := Start(context.Background(), 5, Bounds{}, func(ctx context.Context, i int) (int, bool, error) {
 		if i < 3 {
 			return 0, false, nil
 		}
@@ -134,16 +134,17 @@ func TestEarlyFailure(t *testing.T) {
 	}
 }
 
-// Cancelling the caller's context ends every pending call.
+// Cancelling the caller's context decides the round at once and ends
+// every pending call.
 func TestContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := Start(ctx, 3, 0, func(ctx context.Context, i int) (int, bool, error) {
+	r := Start(ctx, 3, Bounds{}, func(ctx context.Context, i int) (int, bool, error) {
 		<-ctx.Done()
 		return 0, false, ctx.Err()
 	})
 	cancel()
 	d := r.Decide()
-	if d.OK || d.Failed < 2 {
+	if d.OK || d.Failed+d.Pending != 3 {
 		t.Fatalf("decision = %+v, want failed", d)
 	}
 	for _, v := range r.Wait() {
@@ -154,7 +155,7 @@ func TestContextCancel(t *testing.T) {
 }
 
 func TestStartNeed(t *testing.T) {
-	r := StartNeed(context.Background(), 5, 5, time.Second, func(_ context.Context, i int) (int, bool, error) {
+	r := StartNeed(context.Background(), 5, 5, Within(time.Second), func(_ context.Context, i int) (int, bool, error) {
 		return i, i != 2, nil
 	})
 	if d := r.Decide(); d.OK {
@@ -175,7 +176,7 @@ func TestOutcomeString(t *testing.T) {
 // without waiting; Wait then still collects them.
 func TestCollect(t *testing.T) {
 	hold := make(chan struct{})
-	r := Start(context.Background(), 3, time.Second, func(ctx context.Context, i int) (int, bool, error) {
+	r := Start(context.Background(), 3, Within(time.Second), func(ctx context.Context, i int) (int, bool, error) {
 		if i == 2 {
 			<-hold
 		}
@@ -193,5 +194,87 @@ func TestCollect(t *testing.T) {
 	}
 	if v := r.Collect(); v[2].Outcome != Yes {
 		t.Fatalf("Collect after Wait = %+v", v)
+	}
+}
+
+// A call that ignores its context (a client with no per-request deadline)
+// delays no decision past the round's deadline: the node is still pending
+// then, and Wait collects it when it finally returns.
+func TestDeadlineHoldsWhenCallsIgnoreCtx(t *testing.T) {
+	hold := make(chan struct{})
+	const timeout = 100 * time.Millisecond
+	r := Start(context.Background(), 3, Within(timeout), func(ctx context.Context, i int) (int, bool, error) {
+		if i > 0 {
+			<-hold // ignores ctx
+		}
+		return i, true, nil
+	})
+	begin := time.Now()
+	d := r.Decide()
+	if took := time.Since(begin); took < timeout {
+		t.Fatalf("decided after %v, before the deadline, with a majority still pending", took)
+	}
+	if d.OK || d.Yes != 1 || d.Pending != 2 {
+		t.Fatalf("decision at the deadline = %+v, want not OK with 1 yes and 2 pending", d)
+	}
+	select {
+	case <-r.Done():
+		t.Fatal("Done closed while calls still run")
+	default:
+	}
+	close(hold)
+	if v := r.Wait(); v[1].Outcome != Yes || v[2].Outcome != Yes {
+		t.Fatalf("late votes lost: %+v", v)
+	}
+}
+
+// DecideOr gives up when its stop channel closes and says so.
+func TestDecideOrStop(t *testing.T) {
+	hold := make(chan struct{})
+	r := Start(context.Background(), 3, Bounds{}, func(ctx context.Context, i int) (int, bool, error) {
+		<-hold
+		return i, true, nil
+	})
+	stop := make(chan struct{})
+	close(stop)
+	if d, ok := r.DecideOr(stop); ok || d.Pending != 3 {
+		t.Fatalf("DecideOr(closed) = %+v, %v; want not ok with 3 pending", d, ok)
+	}
+	close(hold)
+	if d, ok := r.DecideOr(nil); !ok || !d.OK {
+		t.Fatalf("after the votes: %+v, %v", d, ok)
+	}
+	r.Wait()
+}
+
+// A call may run past the decision deadline up to its own: the decision
+// comes at the first, the call's ctx ends at the second.
+func TestCallOutlivesDecision(t *testing.T) {
+	const decide, call = 50 * time.Millisecond, 2 * time.Second
+	release := make(chan struct{})
+	r := Start(context.Background(), 3, Bounds{Decide: decide, Call: call}, func(ctx context.Context, i int) (time.Time, bool, error) {
+		dl, _ := ctx.Deadline()
+		if i == 0 {
+			return dl, true, nil
+		}
+		select {
+		case <-release:
+			return dl, true, nil
+		case <-ctx.Done():
+			return dl, false, ctx.Err()
+		}
+	})
+	begin := time.Now()
+	d := r.Decide()
+	if took := time.Since(begin); d.OK || d.Pending != 2 || took >= call/2 {
+		t.Fatalf("decision %+v after %v, want not OK at the %v decision deadline", d, took, decide)
+	}
+	if !r.Expired() {
+		t.Fatal("Expired false with calls pending past the decision deadline")
+	}
+	close(release)
+	votes := r.Wait()
+	if votes[1].Outcome != Yes || votes[1].Value.Sub(begin) < call/2 {
+		t.Fatalf("late call %+v: want yes, with a ctx deadline near %v", votes[1], call)
 	}
 }
