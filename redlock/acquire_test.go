@@ -43,17 +43,16 @@ func TestEverySubsetOfDownNodes(t *testing.T) {
 					t.Fatalf("%d of %d nodes down: err = %v, want success %v", down, n, err, want)
 				}
 				if err != nil {
-					if !errors.Is(err, ErrNotObtained) {
-						t.Fatalf("error %v does not match ErrNotObtained", err)
+					var re *RoundError
+					if !errors.As(err, &re) || !errors.Is(err, ErrNoQuorum) {
+						t.Fatalf("error %v is not a *RoundError with ErrNoQuorum", err)
 					}
-					var ne *NodeError
-					if !errors.As(err, &ne) || ne.Addr == "" {
-						t.Fatalf("error %v carries no node error with an address", err)
+					if len(re.Nodes) == 0 || re.Nodes[0].Addr == "" || re.Nodes[0].Reason != NodeFailed {
+						t.Fatalf("error %v carries no failed node with an address", err)
 					}
-					for i, mr := range tn.mr {
-						if mr.Exists(key) {
-							t.Fatalf("node %d still holds %q after a failed attempt", i, key)
-						}
+					for i, mr := range tn.mr { // cleanup runs in the background
+						waitFor(t, func() bool { return !mr.Exists(key) })
+						_ = i
 					}
 					return
 				}
@@ -64,9 +63,8 @@ func TestEverySubsetOfDownNodes(t *testing.T) {
 				if err := l.Release(bg()); err != nil {
 					t.Fatalf("release: %v", err)
 				}
-				if h := tn.holders(key, l.Token()); len(h) != 0 {
-					t.Fatalf("key still on nodes %v after release", h)
-				}
+				// A majority deleted it; the rest follow in the background.
+				waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 0 })
 			})
 		}
 	}
@@ -113,21 +111,21 @@ func TestFailedAttemptCleansUp(t *testing.T) {
 		tn.mr[i].SetTTL("shared", 7*time.Second)
 	}
 	_, err := c.TryAcquire(bg(), "shared")
-	if !errors.Is(err, ErrNotObtained) || !errors.Is(err, ErrTaken) {
-		t.Fatalf("err = %v, want ErrNotObtained and ErrTaken", err)
+	var re *RoundError
+	if !errors.Is(err, ErrTaken) || !errors.As(err, &re) {
+		t.Fatalf("err = %v, want a *RoundError with ErrTaken", err)
 	}
-	var te *TakenError
-	if !errors.As(err, &te) || te.TTL <= 0 || te.TTL > 7*time.Second {
-		t.Fatalf("err = %v, want a *TakenError with the holder's TTL", err)
+	// The refusals decide the round; a grant still on its way is left out.
+	if re.Op != "acquire" || re.Granted > 2 || re.Needed != 3 || len(re.Nodes) != 3 {
+		t.Fatalf("err = %v, want at most 2 granted of 3 needed and 3 refusing nodes", re)
 	}
-	var ne *NotObtainedError
-	if !errors.As(err, &ne) || ne.Granted != 2 || ne.Needed != 3 || len(ne.Nodes) != 3 {
-		t.Fatalf("err = %#v, want 2 granted of 3 needed and 3 refusing nodes", ne)
-	}
-	for i := 3; i < 5; i++ {
-		if tn.mr[i].Exists("shared") {
-			t.Fatalf("node %d keeps the key of a failed attempt", i)
+	for _, ne := range re.Nodes {
+		if ne.Reason != NodeTaken || ne.Wait <= 0 || ne.Wait > 7*time.Second {
+			t.Fatalf("node error %+v, want taken with the holder's TTL", ne)
 		}
+	}
+	for i := 3; i < 5; i++ { // cleanup runs in the background
+		waitFor(t, func() bool { return !tn.mr[i].Exists("shared") })
 	}
 	for i := 0; i < 3; i++ {
 		if v, _ := tn.mr[i].Get("shared"); v != "someone-else" {
@@ -157,7 +155,7 @@ func TestKeyLayout(t *testing.T) {
 	if l.Key() != "orders:7" || len(l.Token()) < 20 {
 		t.Fatalf("Key %q Token %q", l.Key(), l.Token())
 	}
-	if left := time.Until(l.Until()); left <= 0 || left > 3*time.Second-clock.Drift(3*time.Second, DefaultDriftFactor) {
+	if left := time.Until(l.Until()); left <= 0 || left > 3*time.Second-drift(3*time.Second, defaultDriftFactor) {
 		t.Fatalf("Until is %v away, want within TTL − drift", left)
 	}
 	if err := l.Release(bg()); err != nil {
@@ -168,12 +166,12 @@ func TestKeyLayout(t *testing.T) {
 	}
 }
 
-// Extend and Release after the validity ended return ErrNotHeld; Extend
+// Extend and Release after the validity ended return ErrExpired; Extend
 // while valid moves Until and the nodes' TTL.
 func TestExtendAndReleaseAfterValidity(t *testing.T) {
 	tn := newNodes(t, 3)
 	fake := clock.NewFake(time.Now())
-	c := newClient(t, tn, WithClock(fake))
+	c := newClient(t, tn, withClock(fake))
 	const ttl = 2 * time.Second
 	l, err := c.TryAcquire(bg(), "extend", WithTTL(ttl))
 	if err != nil {
@@ -194,15 +192,15 @@ func TestExtendAndReleaseAfterValidity(t *testing.T) {
 	}
 	fake.Advance(ttl)
 	tn.fastForward(ttl)
-	if err := l.Extend(bg()); !errors.Is(err, ErrNotHeld) {
-		t.Fatalf("extend after validity: %v, want ErrNotHeld", err)
+	if err := l.Extend(bg()); !errors.Is(err, ErrExpired) {
+		t.Fatalf("extend after validity: %v, want ErrExpired", err)
 	}
 	<-l.Done()
 	if !errors.Is(l.Err(), ErrLockLost) || !errors.Is(l.Err(), ErrExpired) {
 		t.Fatalf("Err = %v, want ErrLockLost wrapping ErrExpired", l.Err())
 	}
-	if err := l.Release(bg()); !errors.Is(err, ErrNotHeld) {
-		t.Fatalf("release after validity: %v, want ErrNotHeld", err)
+	if err := l.Release(bg()); !errors.Is(err, ErrExpired) {
+		t.Fatalf("release after validity: %v, want ErrExpired", err)
 	}
 }
 
@@ -244,20 +242,18 @@ func TestExtendAfterTokenGone(t *testing.T) {
 func TestValidityExhaustedDuringAcquire(t *testing.T) {
 	tn := newNodes(t, 3)
 	fake := clock.NewFake(time.Now())
-	c := newClient(t, tn, WithClock(fake))
+	c := newClient(t, tn, withClock(fake))
 	// Advance the fake clock from inside the round: every node answers
 	// "after" the TTL has passed.
 	for _, rdb := range tn.clients {
 		rdb.AddHook(advanceHook{fake: fake, by: time.Second})
 	}
 	_, err := c.TryAcquire(bg(), "slow", WithTTL(time.Second))
-	if !errors.Is(err, ErrNotObtained) || !errors.Is(err, ErrExpired) {
-		t.Fatalf("err = %v, want ErrNotObtained and ErrExpired", err)
+	if !errors.Is(err, ErrExpired) {
+		t.Fatalf("err = %v, want ErrExpired", err)
 	}
-	for i, mr := range tn.mr {
-		if mr.Exists("slow") {
-			t.Fatalf("node %d keeps the key of an expired attempt", i)
-		}
+	for _, mr := range tn.mr { // cleanup runs in the background
+		waitFor(t, func() bool { return !mr.Exists("slow") })
 	}
 }
 
@@ -281,7 +277,7 @@ func (h advanceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // Acquire waits while the key is taken and returns an error matching both
-// ErrNotObtained and the context's error when the context ends first.
+// the context's error when the context ends first.
 func TestAcquireContextDone(t *testing.T) {
 	tn := newNodes(t, 3)
 	c := newClient(t, tn)
@@ -294,18 +290,23 @@ func TestAcquireContextDone(t *testing.T) {
 	defer cancel()
 	other := newClient(t, tn)
 	_, err = other.Acquire(ctx, "busy")
-	if !errors.Is(err, ErrNotObtained) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want ErrNotObtained and DeadlineExceeded", err)
+	var re *RoundError
+	if !errors.As(err, &re) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTaken) {
+		t.Fatalf("err = %v, want a *RoundError with DeadlineExceeded as its one reason", err)
 	}
-	var ne *NotObtainedError
-	if !errors.As(err, &ne) || ne.Attempts < 2 {
-		t.Fatalf("err = %v: want several attempts recorded", err)
+	if re.Attempts < 2 || len(re.Nodes) < 2 {
+		t.Fatalf("err = %v: want several attempts and the last one's taken votes", err)
+	}
+	for _, ne := range re.Nodes {
+		if ne.Reason != NodeTaken {
+			t.Fatalf("err = %v: node %d %v, want taken", err, ne.Node, ne.Reason)
+		}
 	}
 	// Waiting in the client-local queue ends with the context too.
 	ctx2, cancel2 := context.WithTimeout(bg(), 100*time.Millisecond)
 	defer cancel2()
-	if _, err := c.Acquire(ctx2, "busy"); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNotObtained) {
-		t.Fatalf("err = %v, want ErrNotObtained and DeadlineExceeded", err)
+	if _, err := c.Acquire(ctx2, "busy"); !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &re) {
+		t.Fatalf("err = %v, want a *RoundError with DeadlineExceeded", err)
 	}
 }
 
@@ -447,7 +448,7 @@ func TestWakeupOnRelease(t *testing.T) {
 	// Wait until the waiter has failed once and subscribed on every node.
 	waitFor(t, func() bool {
 		for _, mr := range tn.mr {
-			if mr.PubSubNumSub(ReleasedPrefix + "wake")[ReleasedPrefix+"wake"] == 0 {
+			if mr.PubSubNumSub(releasedChannel)[releasedChannel] == 0 {
 				return false
 			}
 		}
@@ -481,19 +482,22 @@ func TestBadInput(t *testing.T) {
 		{"no nodes", nil, nil, "no nodes"},
 		{"nil node", []redis.UniversalClient{rdb0, nil}, nil, "node 1 is nil"},
 		{"same client twice", []redis.UniversalClient{rdb0, tn.clients[1], rdb0}, nil, "node 2 is the same client as node 0"},
-		{"same address twice", []redis.UniversalClient{rdb0, tn.clients[1], same}, nil, "node 2 (" + tn.mr[1].Addr() + ") is the same node as node 1"},
-		{"zero TTL", tn.clients, []Option{WithTTL(0)}, "TTL 0s must be positive"},
-		{"negative TTL", tn.clients, []Option{WithTTL(-time.Second)}, "TTL -1s must be positive"},
-		{"TTL not above drift", tn.clients, []Option{WithTTL(2 * time.Millisecond)}, "TTL 2ms must be larger than the clock drift allowance 2.02ms"},
-		{"drift factor", tn.clients, []Option{WithDriftFactor(0.7)}, "drift factor 0.7 out of range"},
-		{"node timeout above TTL", tn.clients, []Option{WithTTL(time.Second), WithNodeTimeout(2 * time.Second)}, "node timeout 2s must be shorter than the TTL 1s"},
-		{"negative node timeout", tn.clients, []Option{WithNodeTimeout(-time.Second)}, "node timeout -1s must not be negative"},
-		{"retry range", tn.clients, []Option{WithRetryDelay(time.Second, time.Millisecond)}, "retry delay [1s, 1ms]"},
-		{"tries", tn.clients, []Option{WithTries(-1)}, "tries -1 must not be negative"},
-		{"skew below resolution", tn.clients, []Option{WithMaxSkew(time.Microsecond)}, "max clock skew 1µs"},
-		{"nil option", tn.clients, []Option{nil}, "nil option"},
-		{"nil clock", tn.clients, []Option{WithClock(nil)}, "nil clock"},
-		{"context timeouts off", []redis.UniversalClient{plain}, nil, "node 0 (" + tn.mr[0].Addr() + ") has ContextTimeoutEnabled off"},
+		{"same address twice", []redis.UniversalClient{rdb0, tn.clients[1], same}, nil, "node 2 (" + tn.mr[1].Addr() + ") is the same server as node 1"},
+		{"zero TTL", tn.clients, []Option{WithTTL(0)}, "WithTTL(0s): the TTL must be positive"},
+		{"negative TTL", tn.clients, []Option{WithTTL(-time.Second)}, "WithTTL(-1s): the TTL must be positive"},
+		{"TTL of years", tn.clients, []Option{WithTTL(56 * 365 * 24 * time.Hour)}, "longer than 24h0m0s"},
+		{"TTL not above drift", tn.clients, []Option{WithTTL(2 * time.Millisecond)}, "WithTTL(2ms): must be longer than the clock-drift allowance 2.02ms"},
+		{"drift factor", tn.clients, []Option{WithDriftFactor(0.7)}, "WithDriftFactor(0.7): must be in [0, 0.5)"},
+		{"node timeout above TTL", tn.clients, []Option{WithTTL(time.Second), WithNodeTimeout(2 * time.Second)}, "WithNodeTimeout(2s): must be shorter than the TTL 1s"},
+		{"negative node timeout", tn.clients, []Option{WithNodeTimeout(-time.Second)}, "WithNodeTimeout(-1s): must be positive"},
+		{"retry range", tn.clients, []Option{WithRetryDelay(time.Second, time.Millisecond)}, "WithRetryDelay(1s, 1ms)"},
+		{"tries", tn.clients, []Option{WithTries(-1)}, "WithTries(-1)"},
+		{"skew below resolution", tn.clients, []Option{WithMaxSkew(time.Microsecond)}, "WithMaxSkew(1µs): below the 1ms resolution"},
+		{"quarantine shorter than the TTL", tn.clients, []Option{WithTTL(10 * time.Second), WithQuarantine(5 * time.Second)}, "TTL 10s is longer than the Client's restart quarantine 5s"},
+		{"fencing without the quarantine", tn.clients, []Option{WithFencing(true), WithQuarantine(0)}, "WithFencing needs the restart quarantine"},
+		{"fencing with a wide skew", tn.clients, []Option{WithFencing(true), WithMaxSkew(4 * time.Second)}, "must exceed 2×max skew + 2×node timeout + request timeout"},
+		{"nil option", tn.clients, []Option{nil}, "option 0 is nil"},
+		{"nil clock", tn.clients, []Option{withClock(nil)}, "nil clock"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -511,12 +515,15 @@ func TestBadInput(t *testing.T) {
 	if _, err := c.TryAcquire(bg(), ""); err == nil || err.Error() != "redlock: empty key" {
 		t.Fatalf("empty key: %v", err)
 	}
-	if _, err := c.Acquire(bg(), "k", WithTTL(-1)); err == nil || !strings.Contains(err.Error(), "TTL -1ns must be positive") {
+	if _, err := c.Acquire(bg(), "k", WithTTL(-1)); err == nil || !strings.Contains(err.Error(), "WithTTL(-1ns): the TTL must be positive") {
 		t.Fatalf("bad lock option: %v", err)
+	}
+	if _, err := c.Acquire(bg(), "k", WithTTL(time.Minute)); err == nil || !strings.Contains(err.Error(), "longer than the Client's restart quarantine") {
+		t.Fatalf("a lock TTL beyond the quarantine: %v", err)
 	}
 	// Bad input loses nothing: a rejected call leaves no key behind.
 	for i, mr := range tn.mr {
-		if keys := mr.Keys(); len(keys) != 1 || keys[0] != SentinelKey {
+		if keys := mr.Keys(); len(keys) != 1 || keys[0] != sentinelKey {
 			t.Fatalf("node %d holds %v after rejected calls", i, keys)
 		}
 	}
@@ -533,9 +540,12 @@ func TestUnreachableNodeNamed(t *testing.T) {
 	}
 	defer c.Close()
 	_, err = c.TryAcquire(bg(), "k")
-	var ne *NodeError
-	if !errors.As(err, &ne) || ne.Addr != addr || ne.Node != 0 || !strings.Contains(err.Error(), addr) {
-		t.Fatalf("err = %v, want a *NodeError naming %s", err, addr)
+	var re *RoundError
+	if !errors.As(err, &re) || len(re.Nodes) != 1 {
+		t.Fatalf("err = %v, want a *RoundError with one node", err)
+	}
+	if ne := re.Nodes[0]; ne.Addr != addr || ne.Node != 0 || ne.Reason != NodeFailed || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("err = %v, want node 0 failed, naming %s", err, addr)
 	}
 }
 
@@ -567,7 +577,7 @@ func TestEveryAttemptHasItsOwnToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bg(), 200*time.Millisecond)
 	defer cancel()
 	_, err = c.Acquire(ctx, "retry")
-	var ne *NotObtainedError
+	var ne *RoundError
 	if !errors.As(err, &ne) || ne.Attempts < 3 {
 		t.Fatalf("err = %v, want several attempts", err)
 	}
@@ -589,9 +599,9 @@ type tokenSpy struct {
 func (h tokenSpy) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h tokenSpy) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isAcquisition(cmd) && len(cmd.Args()) > 6 {
+		if isAcquisition(cmd) && len(cmd.Args()) > 7 {
 			h.mu.Lock()
-			h.tokens[fmt.Sprint(cmd.Args()[6])] = true
+			h.tokens[fmt.Sprint(cmd.Args()[7])] = true
 			h.mu.Unlock()
 		}
 		return next(ctx, cmd)

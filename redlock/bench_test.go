@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -20,17 +21,30 @@ func (instantHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 func (instantHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "info" { // first contact: a server with no run id
+			cmd.(*redis.StringCmd).SetVal("# Server\r\nredis_version:7.0.15\r\n")
+			return nil
+		}
 		c, ok := cmd.(*redis.Cmd)
 		if !ok || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
 			return next(ctx, cmd)
 		}
-		if cmd.Args()[2] == int64(3) || cmd.Args()[2] == 3 { // acquire.lua: granted, fence 0
-			c.SetVal([]any{int64(1), int64(0)})
-		} else { // release.lua, extend.lua: done
+		switch {
+		case cmd.Args()[2] == 4: // acquire.lua: granted, fence 0, node time
+			c.SetVal([]any{int64(1), int64(0), int64(0), int64(1)})
+		case isFenceCall(cmd.Args()): // fence.lua: raised to the token
+			token, _ := strconv.ParseInt(cmd.Args()[4].(string), 10, 64)
+			c.SetVal(token)
+		default: // release.lua, extend.lua: done
 			c.SetVal(int64(1))
 		}
 		return nil
 	}
+}
+
+func isFenceCall(args []any) bool {
+	k, ok := args[3].(string)
+	return ok && strings.HasPrefix(k, fencePrefix)
 }
 
 // instantNodes are n node clients that never connect: instantHook answers.
@@ -38,7 +52,7 @@ func instantNodes(b *testing.B, n int) []redis.UniversalClient {
 	b.Helper()
 	nodes := make([]redis.UniversalClient, n)
 	for i := range nodes {
-		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(1+i), ContextTimeoutEnabled: true})
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(1+i)})
 		rdb.AddHook(instantHook{})
 		b.Cleanup(func() { _ = rdb.Close() })
 		nodes[i] = rdb

@@ -6,7 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,101 +20,149 @@ import (
 )
 
 // Client acquires locks on a fixed set of independent Redis masters. It is
-// safe for concurrent use. Close it to stop its release subscriptions; the
-// node clients given to New stay the caller's to close.
+// safe for concurrent use. The node clients given to New stay the caller's:
+// the Client adds no hook to them and never closes them.
 type Client struct {
-	nodes    []node
-	defaults settings
-	// bootTimeout bounds each node's request in Bootstrap.
-	bootTimeout time.Duration
-	clk         clock.Clock
-	log         *slog.Logger
-	queues      keyQueues
-	waker       *waker
-	stats       counters
-	closed      atomic.Bool
+	nodes    []*node
+	cfg      clientConfig // as the options set it; per-lock options start from it
+	ns       nodeSettings
+	defaults settings // the default lock settings, resolved
+	clk      clock.Clock
+	log      *notes
+	queues   keyQueues
+	waker    *waker
+	keeper   *keeper
+	stats    counters
+
+	idMu   sync.Mutex
+	runIDs map[string]int // server run id → node index, to find one server listed twice
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{} // closed by Close
+	calls  tracker       // acquisitions in flight
+	bg     tracker       // cleanup that outlives the call that started it
 }
 
-type node struct {
-	index   int
-	addr    string
-	rdb     redis.UniversalClient
-	restart *restartState
-}
-
-// New returns a Client over nodes, independent Redis masters that the caller
-// has configured (address, pool, TLS). It checks the options and that no node
-// is nil or given twice (a node listed twice would count twice towards a
-// majority). It does not contact the nodes: a minority may be down.
+// New returns a Client over nodes: independent Redis masters, each a client
+// the caller configured (address, pool, TLS, ACL user). Plain clients do:
+// the library bounds every request by its node timeout itself.
 //
-// New installs a hook on each node client that counts new connections (a
-// restart shows as one; see the restart quarantine).
-//
-// Each *redis.Client must have Options.ContextTimeoutEnabled set: without it
-// go-redis bounds a request by its ReadTimeout only, so the per-node timeout
-// of the algorithm would not apply.
+// New checks the options and the nodes: none may be nil, a cluster client
+// or a ring (Redlock needs independent masters, and its scripts touch
+// several keys), or the same server twice (it would vote twice): the same
+// client, or addresses that resolve to the same IP and port. It does not
+// contact the nodes, since a minority may be down; at first contact each
+// node is asked for its server run id, version and eviction policy, and one
+// server reached under two names (a NAT, a proxy) stops voting under the
+// second.
 func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
-	if len(nodes) == 0 {
-		return nil, errors.New("redlock: no nodes: need at least one Redis master")
-	}
-	cfg := clientConfig{lock: defaultSettings(), clock: clock.Real{}}
-	for _, o := range opts {
+	cfg := defaultClientConfig()
+	for i, o := range opts {
 		if o == nil {
-			return nil, errors.New("redlock: nil option")
+			return nil, fmt.Errorf("redlock: option %d is nil", i)
 		}
 		o.applyClient(&cfg)
 	}
 	if cfg.clock == nil {
 		return nil, errors.New("redlock: nil clock")
 	}
-	resolved, err := cfg.lock.resolve()
+	ns, err := cfg.resolveNodeSettings()
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{
-		nodes:    make([]node, len(nodes)),
-		defaults: cfg.lock,
-		// Not on any hot path: allow for a first connection on a busy host.
-		bootTimeout: max(resolved.nodeTimeout, time.Second),
-		clk:         cfg.clock,
-		log:         cfg.logger,
+	defaults, err := cfg.lock.resolve(ns)
+	if err != nil {
+		return nil, err
 	}
-	seenAddr := make(map[string]int, len(nodes))
+	if len(nodes) == 0 {
+		return nil, errors.New("redlock: no nodes: need at least one Redis master (three or more to tolerate a failure)")
+	}
+	c := &Client{
+		nodes:    make([]*node, len(nodes)),
+		cfg:      cfg,
+		ns:       ns,
+		defaults: defaults,
+		clk:      cfg.clock,
+		log:      newNotes(cfg.logger),
+		runIDs:   make(map[string]int),
+		done:     make(chan struct{}),
+	}
 	for i, rdb := range nodes {
 		if rdb == nil {
 			return nil, fmt.Errorf("redlock: node %d is nil", i)
 		}
+		switch rdb.(type) {
+		case *redis.ClusterClient:
+			return nil, fmt.Errorf("redlock: node %d is a Redis Cluster client: Redlock needs independent masters, each its own *redis.Client (a cluster shards keys over masters that are not independent votes)", i)
+		case *redis.Ring:
+			return nil, fmt.Errorf("redlock: node %d is a Ring client: Redlock needs independent masters, each its own *redis.Client", i)
+		}
 		for j := 0; j < i; j++ {
 			if c.nodes[j].rdb == rdb {
-				return nil, fmt.Errorf("redlock: node %d is the same client as node %d", i, j)
+				return nil, fmt.Errorf("redlock: node %d is the same client as node %d: a node listed twice would vote twice", i, j)
 			}
 		}
-		if rc, ok := rdb.(*redis.Client); ok && !rc.Options().ContextTimeoutEnabled {
-			return nil, fmt.Errorf("redlock: node %d (%s) has ContextTimeoutEnabled off: go-redis would ignore the per-node timeout; set redis.Options.ContextTimeoutEnabled = true", i, rc.Options().Addr)
-		}
-		addr := nodeAddr(rdb)
-		if addr != "" {
-			if j, dup := seenAddr[addr]; dup {
-				return nil, fmt.Errorf("redlock: node %d (%s) is the same node as node %d: a node listed twice would vote twice", i, addr, j)
+		n := &node{index: i, rdb: rdb}
+		n.lastAnswer.Store(time.Now().UnixNano())
+		if rc, ok := rdb.(*redis.Client); ok {
+			if o := rc.Options(); o.Addr != "FailoverClient" { // Sentinel-managed: known at first contact
+				n.addr, n.network = o.Addr, o.Network
 			}
-			seenAddr[addr] = i
 		}
-		c.nodes[i] = node{index: i, addr: addr, rdb: rdb, restart: &restartState{}}
+		c.nodes[i] = n
 	}
-	for i := range c.nodes {
-		c.nodes[i].rdb.AddHook(dialCounter{c.nodes[i].restart})
+	if err := c.checkAddresses(); err != nil {
+		return nil, err
 	}
 	c.waker = newWaker(c)
+	c.keeper = newKeeper(c)
 	return c, nil
 }
 
-// nodeAddr returns the address of a single-node client, "" when the client is
-// of another kind (its identity is then its pointer).
-func nodeAddr(rdb redis.UniversalClient) string {
-	if c, ok := rdb.(*redis.Client); ok {
-		return c.Options().Addr
+// checkAddresses refuses two nodes whose addresses name the same server:
+// 127.0.0.1:6379 and localhost:6379, say. Host names are resolved (within a
+// second); one that does not resolve is compared by name.
+func (c *Client) checkAddresses() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	seen := make(map[string]int)
+	for _, n := range c.nodes {
+		if n.addr == "" {
+			continue
+		}
+		for _, id := range endpoints(ctx, n.network, n.addr) {
+			if j, dup := seen[id]; dup && j != n.index {
+				return fmt.Errorf("redlock: node %d (%s) is the same server as node %d (%s): a node listed twice would vote twice",
+					n.index, n.addr, j, c.nodes[j].addr)
+			}
+			seen[id] = n.index
+		}
 	}
-	return ""
+	return nil
+}
+
+// endpoints lists the network endpoints an address stands for.
+func endpoints(ctx context.Context, network, addr string) []string {
+	if network == "unix" {
+		return []string{"unix " + addr}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return []string{strings.ToLower(addr)}
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return []string{net.JoinHostPort(ip.String(), port)}
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		return []string{strings.ToLower(addr)}
+	}
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = net.JoinHostPort(ip.IP.String(), port)
+	}
+	return out
 }
 
 // Len returns the number of nodes.
@@ -120,54 +171,54 @@ func (c *Client) Len() int { return len(c.nodes) }
 // Quorum returns the number of nodes that make a majority.
 func (c *Client) Quorum() int { return quorum.Majority(len(c.nodes)) }
 
-// Close stops the client's release subscriptions. Locks already held stay
-// held until released or expired; acquisitions after Close fail with
-// ErrClosed.
+// Close ends the Client: waiting acquisitions return at once with an error
+// matching ErrClosed, and no acquisition returns a lock after Close returned.
+// It stops auto-extension and the release subscriptions, and waits for the
+// cleanup still under way (each bounded by its node timeout). Locks already
+// held stay valid until released or until their validity ends.
 func (c *Client) Close() error {
-	if !c.closed.CompareAndSwap(false, true) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
-	return c.waker.close()
+	c.closed = true
+	close(c.done)
+	c.mu.Unlock()
+	c.calls.wait()
+	c.keeper.stop()
+	err := c.waker.close()
+	c.bg.wait()
+	return err
 }
 
-// Bootstrap declares the nodes freshly deployed: on every node that has no
-// sentinel yet it writes one dated long ago, so that the node votes at once
-// instead of serving a restart quarantine of one TTL. Call it only for nodes
-// that have never held a lock (a new deployment, a test); calling it after a
-// node lost its data defeats the quarantine. It returns the errors of the
-// nodes it could not reach, each a *NodeError.
-func (c *Client) Bootstrap(ctx context.Context) error {
-	r := quorum.StartNeed(ctx, len(c.nodes), len(c.nodes), c.bootTimeout, func(ctx context.Context, i int) (struct{}, bool, error) {
-		n := &c.nodes[i]
-		if err := n.rdb.SetNX(ctx, SentinelKey, 0, 0).Err(); err != nil {
-			return struct{}{}, false, err
-		}
-		seen := n.restart.dials.Load()
-		runID, _, err := serverInfo(ctx, n.rdb)
-		switch {
-		case errors.Is(err, errNoInfo):
-			n.restart.noInfo.Store(true)
-			return struct{}{}, true, nil
-		case err != nil:
-			return struct{}{}, false, err
-		}
-		if err := n.rdb.Set(ctx, RunIDKey, runID, 0).Err(); err != nil {
-			return struct{}{}, false, err
-		}
-		n.restart.checked.Store(seen)
-		return struct{}{}, true, nil
-	})
-	var errs []error
-	for _, v := range r.Wait() {
-		if v.Err != nil {
-			errs = append(errs, c.nodeError(v.Node, v.Err))
-		}
+// enter registers an acquisition; false when the Client is closed.
+func (c *Client) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
 	}
-	return errors.Join(errs...)
+	c.calls.add(1)
+	return true
 }
 
-func (c *Client) nodeError(i int, err error) *NodeError {
-	return &NodeError{Node: i, Addr: c.nodes[i].addr, Err: err}
+func (c *Client) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// background runs f as cleanup owned by the Client: Close waits for it.
+func (c *Client) background(f func()) {
+	c.bg.add(1)
+	go func() {
+		defer c.bg.done()
+		f()
+	}()
 }
 
 // newToken returns a random token: 128 bits, URL-safe base64.
@@ -177,35 +228,110 @@ func newToken() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (c *Client) logWarn(msg string, args ...any) {
-	if c.log != nil {
-		c.log.Warn(msg, args...)
+// orBackground treats a nil ctx as context.Background.
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// tracker counts work in flight and lets Close wait until none is left. Unlike
+// sync.WaitGroup it may be added to while someone waits.
+type tracker struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	idle chan struct{} // non-nil while someone waits
+}
+
+func (t *tracker) add(d int) { t.n.Add(int64(d)) }
+
+func (t *tracker) done() {
+	if t.n.Add(-1) != 0 {
+		return
+	}
+	t.mu.Lock()
+	if t.idle != nil && t.n.Load() == 0 {
+		close(t.idle)
+		t.idle = nil
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) wait() {
+	t.mu.Lock()
+	if t.n.Load() == 0 {
+		t.mu.Unlock()
+		return
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	ch := t.idle
+	t.mu.Unlock()
+	<-ch
+}
+
+// node is one Redis master as the Client sees it.
+type node struct {
+	index   int
+	addr    string // "" when unknown (Sentinel-managed)
+	network string
+	rdb     redis.UniversalClient
+
+	// A node that hangs must not collect calls without bound: a client
+	// without ContextTimeoutEnabled keeps each call until its read
+	// timeout, whatever the ctx says. Once maxPending calls are under way
+	// and the node has answered nothing for a request timeout, further
+	// calls fail at once.
+	pending    atomic.Int32
+	lastAnswer atomic.Int64 // unix ns
+
+	// First contact: the server's identity and configuration are checked
+	// once per server process.
+	probed atomic.Bool
+	mu     sync.Mutex
+	runID  string
+	fatal  error // the node must not vote (same server as another node, too old)
+}
+
+const maxPending = 16
+
+var errNotAnswering = fmt.Errorf("not answering: %d requests outstanding and no answer within the request timeout", maxPending)
+
+// start registers a call to the node, or refuses it when the node hangs
+// (see maxPending); finish must follow a successful start.
+func (n *node) start(silence time.Duration) error {
+	if n.pending.Load() >= maxPending && time.Since(time.Unix(0, n.lastAnswer.Load())) > silence {
+		return errNotAnswering
+	}
+	n.pending.Add(1)
+	return nil
+}
+
+// finish ends a call; err is its outcome. Any reply from the server, an
+// error reply included, counts as an answer.
+func (n *node) finish(err error) {
+	n.pending.Add(-1)
+	if err == nil || isReply(err) {
+		n.lastAnswer.Store(time.Now().UnixNano())
 	}
 }
 
-// Stats are counters since the Client was created.
-type Stats struct {
-	Acquired         uint64 // locks obtained
-	Attempts         uint64 // acquisition attempts (rounds)
-	VotesTaken       uint64 // node votes refused because another owner held the key
-	VotesQuarantined uint64 // node votes refused by the restart quarantine
-	VotesSkewed      uint64 // node votes refused by the clock-skew guard
-	VotesFailed      uint64 // node requests that failed or timed out
-	Extended         uint64 // successful extensions
-	Released         uint64 // successful releases
-	Lost             uint64 // locks lost while held (expired, extension refused)
+// isReply reports whether err is an error reply from the server.
+func isReply(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr)
 }
 
-type counters struct {
-	acquired, attempts, taken, quarantined, skewed, failed, extended, released, lost atomic.Uint64
-}
-
-// Stats returns the client's counters.
-func (c *Client) Stats() Stats {
-	s := &c.stats
-	return Stats{
-		Acquired: s.acquired.Load(), Attempts: s.attempts.Load(),
-		VotesTaken: s.taken.Load(), VotesQuarantined: s.quarantined.Load(), VotesSkewed: s.skewed.Load(),
-		VotesFailed: s.failed.Load(), Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
+// label names the node in messages: "node 2 (10.0.0.3:6379)".
+func (n *node) label() string {
+	if n.addr == "" {
+		return "node " + strconv.Itoa(n.index)
 	}
+	return "node " + strconv.Itoa(n.index) + " (" + n.addr + ")"
+}
+
+func (c *Client) nodeError(i int, reason NodeReason, wait time.Duration, err error) *NodeError {
+	return &NodeError{Node: i, Addr: c.nodes[i].addr, Reason: reason, Wait: wait, Err: err}
 }

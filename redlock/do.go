@@ -8,17 +8,21 @@ import (
 // Do acquires the lock on key (blocking like Acquire), runs fn, and releases
 // the lock — also when fn returns an error or panics (the panic is passed on
 // after the release). The error of fn comes back unchanged, joined with the
-// release error if there is one; a release error matching ErrNotHeld means
-// the lock ended while fn ran.
+// release error if there is one; a release error matching ErrExpired or
+// ErrNotHeld means the lock ended while fn ran.
 //
 // The ctx given to fn is cancelled the moment the lock's validity ends or an
 // extension is refused; context.Cause(ctx) then matches ErrLockLost and says
-// why. It also carries the lock, so commands sent through a client guarded
-// with Guard are refused once the lock is gone. Auto-extension is on unless
-// opts turn it off (WithAutoExtend(false)).
+// why. It also carries the lock, so that commands sent through a client
+// guarded with Guard are refused once the lock is gone. Auto-extension is on
+// unless opts turn it off (WithAutoExtend(false)).
+//
+// Do returns by ctx: when ctx has ended, the release goes on in the
+// background (bounded by the node timeout) instead of holding the caller.
 func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
+	ctx = orBackground(ctx)
 	if fn == nil {
-		return errors.New("redlock: nil function")
+		return errors.New("redlock: Do: nil function")
 	}
 	opts = append([]LockOption{WithAutoExtend(true)}, opts...)
 	l, err := c.Acquire(ctx, key, opts...)
@@ -28,8 +32,12 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 	fctx, cancel := l.Context(ctx)
 	defer func() {
 		cancel()
-		rerr := l.Release(context.WithoutCancel(ctx))
-		if p := recover(); p != nil {
+		p := recover()
+		rerr := l.Release(ctx)
+		if rerr != nil && ctx.Err() != nil && errors.Is(rerr, ctx.Err()) {
+			rerr = nil // fn already reports the ctx; the deletes go on
+		}
+		if p != nil {
 			panic(p)
 		}
 		if rerr != nil {
@@ -40,12 +48,12 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 }
 
 // Context returns a child of parent that carries the lock (for Guard) and is
-// cancelled when the lock ends, with the lock's cause (ErrReleased, or a
-// *LostError matching ErrLockLost). Call the cancel function when done with
-// it.
+// cancelled when the lock ends, with the lock's cause (ErrReleased, or an
+// error matching ErrLockLost). Call the cancel function when done with it.
 func (l *Lock) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	parent = orBackground(parent)
 	ctx, cancel := context.WithCancelCause(context.WithValue(parent, lockKey{}, l))
-	stop := context.AfterFunc(l.ctx, func() { cancel(context.Cause(l.ctx)) })
+	stop := context.AfterFunc(l.lease.ctx, func() { cancel(context.Cause(l.lease.ctx)) })
 	return ctx, func() {
 		stop()
 		cancel(context.Canceled)
@@ -57,6 +65,9 @@ type lockKey struct{}
 // FromContext returns the lock carried by ctx (see Lock.Context and
 // Client.Do), or nil.
 func FromContext(ctx context.Context) *Lock {
+	if ctx == nil {
+		return nil
+	}
 	l, _ := ctx.Value(lockKey{}).(*Lock)
 	return l
 }

@@ -7,192 +7,193 @@ import (
 	"time"
 )
 
-// Sentinel errors. Match them with errors.Is; the errors returned by this
-// package carry more detail (which nodes, why) behind them.
+// Sentinel errors. Each has one meaning; match them with errors.Is. A failed
+// round returns a *RoundError whose Reason is exactly one of them (or the
+// context's error), with the per-node detail behind it.
 var (
-	// ErrNotObtained: the lock was not acquired. The error also matches the
-	// reason: ErrTaken, ErrQuarantined, ErrClockSkew, ErrExpired, or the
-	// context's error when ctx ended the wait.
-	ErrNotObtained = errors.New("redlock: not obtained")
-	// ErrNotHeld: a majority of nodes no longer holds this lock's token, or
-	// its validity has ended.
-	ErrNotHeld = errors.New("redlock: not held")
-	// ErrLockLost is the cause of a lock's context (and of Done closing)
-	// when the lock was lost rather than released; it wraps the reason.
-	ErrLockLost = errors.New("redlock: lock lost")
-	// ErrReleased is the cause of a lock's context after Release.
-	ErrReleased = errors.New("redlock: released")
-	// ErrExpired: the lock's validity ended (locally measured).
-	ErrExpired = errors.New("redlock: validity ended")
-	// ErrMaxHold: auto-extension stopped because the lock reached its
-	// maximum hold time.
-	ErrMaxHold = errors.New("redlock: maximum hold time reached")
-	// ErrNoQuorum: too few nodes answered for a decision either way.
+	// ErrTaken: other owners hold the key on enough nodes that no majority
+	// is possible: the lock is held by someone else.
+	ErrTaken = errors.New("redlock: taken")
+	// ErrNoQuorum: too few nodes said yes for a decision, and not because
+	// the key is taken: nodes unreachable or slow, in their restart
+	// quarantine, or with skewed clocks (NodeError.Reason says which).
 	ErrNoQuorum = errors.New("redlock: no quorum")
-	// ErrTaken: a node holds the key under another owner's token.
-	ErrTaken = errors.New("redlock: held by another owner")
-	// ErrQuarantined: a node refused to vote because its data is younger
-	// than the restart quarantine.
-	ErrQuarantined = errors.New("redlock: node in restart quarantine")
-	// ErrClockSkew: a node refused to vote because its clock disagrees with
-	// the caller's by more than the allowed skew.
-	ErrClockSkew = errors.New("redlock: node clock skewed")
-	// ErrStaleFence: a fenced write was refused because a higher fence token
-	// was already seen for the resource.
+	// ErrExpired: the lock's validity ended (measured on the local
+	// monotonic clock), or the round took longer than the TTL allows.
+	ErrExpired = errors.New("redlock: validity ended")
+	// ErrNotHeld: a majority of nodes no longer holds this lock's token, or
+	// the lock was already released.
+	ErrNotHeld = errors.New("redlock: not held")
+	// ErrLockLost is what a lock's Err (and the cause of its context)
+	// matches when the lock ended without a Release; it wraps why
+	// (ErrExpired or ErrNotHeld).
+	ErrLockLost = errors.New("redlock: lock lost")
+	// ErrReleased is a lock's Err after its holder released it.
+	ErrReleased = errors.New("redlock: released")
+	// ErrStaleFence: FencedSet refused a write because a higher fence token
+	// was already accepted for the resource.
 	ErrStaleFence = errors.New("redlock: stale fence token")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("redlock: client closed")
 )
 
-// NodeError is the outcome of one node that did not grant a request. It
-// names the node and unwraps to the cause (a *TakenError, *QuarantineError,
-// *SkewError, or the connection error).
-type NodeError struct {
-	Node int    // index in the slice given to New
-	Addr string // address of the node, when known
-	Err  error
-}
-
-func (e *NodeError) Error() string {
-	if e.Addr == "" {
-		return fmt.Sprintf("node %d: %v", e.Node, e.Err)
-	}
-	return fmt.Sprintf("node %d (%s): %v", e.Node, e.Addr, e.Err)
-}
-
-func (e *NodeError) Unwrap() error { return e.Err }
-
-// TakenError reports that a node holds the key under another token.
-type TakenError struct {
-	// TTL is how long the node will keep the other owner's key, as the node
-	// reported it (negative when the key has no expiry).
-	TTL time.Duration
-}
-
-func (e *TakenError) Error() string {
-	return fmt.Sprintf("held by another owner for %v", e.TTL)
-}
-
-// Is makes a *TakenError match ErrTaken.
-func (e *TakenError) Is(target error) bool { return target == ErrTaken }
-
-// QuarantineError reports a node that refused to vote because its data is
-// younger than the restart quarantine.
-type QuarantineError struct {
-	Remaining time.Duration // until the node votes again
-}
-
-func (e *QuarantineError) Error() string {
-	return fmt.Sprintf("restart quarantine: data younger than the quarantine, votes again in %v", e.Remaining)
-}
-
-// Is makes a *QuarantineError match ErrQuarantined.
-func (e *QuarantineError) Is(target error) bool { return target == ErrQuarantined }
-
-// SkewError reports a node whose clock disagrees with the caller's.
-type SkewError struct {
-	Skew time.Duration // node clock − caller clock
-	Max  time.Duration // the bound that was exceeded
-}
-
-func (e *SkewError) Error() string {
-	return fmt.Sprintf("clock skew %v beyond the bound %v", e.Skew, e.Max)
-}
-
-// Is makes a *SkewError match ErrClockSkew.
-func (e *SkewError) Is(target error) bool { return target == ErrClockSkew }
-
-// NotObtainedError is returned when a lock was not acquired. It matches
-// ErrNotObtained, and unwraps to the per-node errors (each a *NodeError) and
-// to the cause that ended the attempt (ctx.Err(), ErrExpired), so that
-// errors.Is(err, context.DeadlineExceeded) or errors.Is(err, ErrTaken) tell
-// why.
-type NotObtainedError struct {
+// RoundError is a failed acquire, extend or release. Unwrap returns Reason
+// only, so errors.Is(err, ErrTaken) means the key is taken on a quorum, not
+// that some node refused.
+type RoundError struct {
+	Op       string // "acquire", "extend" or "release"
 	Key      string
-	Granted  int          // nodes that granted the last attempt
-	Needed   int          // majority
-	Attempts int          // attempts made
-	Nodes    []*NodeError // nodes that did not grant the last attempt
-	Cause    error        // what ended the attempts, if not the votes
+	Reason   error // ErrTaken, ErrNoQuorum, ErrExpired, ErrNotHeld, ErrClosed, or the ctx's error
+	Granted  int   // nodes that said yes in the last round
+	Needed   int   // the majority
+	Attempts int   // acquire: attempts made
+	// Nodes are the nodes that did not say yes in the last round, in node
+	// order.
+	Nodes []*NodeError
+	// detail completes the reason ("already released", "waiting for the
+	// restart quarantine of nodes 0, 1").
+	detail string
+	// cleanup is closed once a failed acquisition's keys are deleted
+	// wherever they may have landed.
+	cleanup <-chan struct{}
 }
 
-func (e *NotObtainedError) Error() string {
+func (e *RoundError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "redlock: not obtained %q: %d of %d needed nodes granted", e.Key, e.Granted, e.Needed)
+	fmt.Fprintf(&b, "redlock: %s %q: %s", e.Op, e.Key, reasonText(e.Reason))
+	if e.detail != "" {
+		b.WriteString(" (")
+		b.WriteString(e.detail)
+		b.WriteString(")")
+	}
+	if e.Needed > 0 && (e.Granted > 0 || len(e.Nodes) > 0) {
+		fmt.Fprintf(&b, "; %d of %d needed nodes said yes", e.Granted, e.Needed)
+	}
 	if e.Attempts > 1 {
-		fmt.Fprintf(&b, " (after %d attempts)", e.Attempts)
-	}
-	if e.Cause != nil {
-		fmt.Fprintf(&b, ": %v", e.Cause)
+		fmt.Fprintf(&b, " in the last of %d attempts", e.Attempts)
 	}
 	for _, n := range e.Nodes {
 		b.WriteString("; ")
-		b.WriteString(n.Error())
+		b.WriteString(n.text())
 	}
 	return b.String()
 }
-
-// Is makes a *NotObtainedError match ErrNotObtained.
-func (e *NotObtainedError) Is(target error) bool { return target == ErrNotObtained }
-
-// Unwrap returns the cause and the per-node errors.
-func (e *NotObtainedError) Unwrap() []error {
-	errs := make([]error, 0, len(e.Nodes)+1)
-	if e.Cause != nil {
-		errs = append(errs, e.Cause)
-	}
-	for _, n := range e.Nodes {
-		errs = append(errs, n)
-	}
-	return errs
-}
-
-// QuorumError is returned by Extend and Release when the nodes did not agree
-// on an outcome: it matches ErrNotHeld when a majority said the token is no
-// longer there (or the validity ended), ErrNoQuorum when too few answered.
-type QuorumError struct {
-	Op     string // "extend" or "release"
-	Key    string
-	Done   int          // nodes where the operation took effect
-	Needed int          // majority
-	Nodes  []*NodeError // nodes where it did not
-	Reason error        // ErrNotHeld or ErrNoQuorum, possibly wrapping ErrExpired
-}
-
-func (e *QuorumError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "redlock: %s %q: %v (%d of %d needed nodes)", e.Op, e.Key, e.Reason, e.Done, e.Needed)
-	for _, n := range e.Nodes {
-		b.WriteString("; ")
-		b.WriteString(n.Error())
-	}
-	return b.String()
-}
-
-// Unwrap returns the reason and the per-node errors.
-func (e *QuorumError) Unwrap() []error {
-	errs := make([]error, 0, len(e.Nodes)+1)
-	errs = append(errs, e.Reason)
-	for _, n := range e.Nodes {
-		errs = append(errs, n)
-	}
-	return errs
-}
-
-// LostError is the cause of a lock's context when the lock was lost. It
-// matches ErrLockLost and unwraps to the reason (ErrExpired, ErrMaxHold,
-// ErrNotHeld, or the last extension error).
-type LostError struct {
-	Key    string
-	Reason error
-}
-
-func (e *LostError) Error() string {
-	return fmt.Sprintf("redlock: lock %q lost: %v", e.Key, e.Reason)
-}
-
-// Is makes a *LostError match ErrLockLost.
-func (e *LostError) Is(target error) bool { return target == ErrLockLost }
 
 // Unwrap returns the reason.
-func (e *LostError) Unwrap() error { return e.Reason }
+func (e *RoundError) Unwrap() error { return e.Reason }
+
+// NodeReason says why a node did not say yes.
+type NodeReason uint8
+
+const (
+	// NodeFailed: the node could not be reached, answered with an error,
+	// or did not answer within the node timeout; Err says which.
+	NodeFailed NodeReason = iota
+	// NodeTaken: the node holds the key for another owner.
+	NodeTaken
+	// NodeQuarantined: the node's data is younger than the restart
+	// quarantine (it restarted, lost its data, or is new), so it does not
+	// vote yet.
+	NodeQuarantined
+	// NodeSkewed: the node's clock disagrees with this client's by more
+	// than the allowed skew.
+	NodeSkewed
+	// NodeNotHeld: the node no longer holds this lock's token (extend,
+	// release).
+	NodeNotHeld
+)
+
+func (r NodeReason) String() string {
+	switch r {
+	case NodeTaken:
+		return "taken"
+	case NodeQuarantined:
+		return "quarantined"
+	case NodeSkewed:
+		return "skewed"
+	case NodeNotHeld:
+		return "not held"
+	default:
+		return "failed"
+	}
+}
+
+// NodeError is one node's part in a failed round.
+type NodeError struct {
+	Node   int    // 0-based index in the slice given to New
+	Addr   string // the node's address, when known
+	Reason NodeReason
+	// Wait is, for NodeTaken, how long the node keeps the other owner's key
+	// (negative when it has no expiry); for NodeQuarantined, how long until
+	// the node votes again; for NodeSkewed, the node's clock minus this
+	// client's.
+	Wait time.Duration
+	Err  error // for NodeFailed: what went wrong
+}
+
+func (e *NodeError) Error() string { return "redlock: " + e.text() }
+
+func (e *NodeError) text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %d", e.Node)
+	if e.Addr != "" {
+		fmt.Fprintf(&b, " (%s)", e.Addr)
+	}
+	b.WriteString(": ")
+	switch e.Reason {
+	case NodeTaken:
+		if e.Wait < 0 {
+			b.WriteString("held by another owner, with no expiry")
+		} else {
+			fmt.Fprintf(&b, "held by another owner for %v", e.Wait.Round(time.Millisecond))
+		}
+	case NodeQuarantined:
+		fmt.Fprintf(&b, "in its restart quarantine for %v more", e.Wait.Round(time.Millisecond))
+	case NodeSkewed:
+		fmt.Fprintf(&b, "clock off by %v from this client's", e.Wait.Round(time.Millisecond))
+	case NodeNotHeld:
+		b.WriteString("token gone")
+	default:
+		b.WriteString(reasonText(e.Err))
+	}
+	return b.String()
+}
+
+// Unwrap returns Err.
+func (e *NodeError) Unwrap() error { return e.Err }
+
+// reasonText is an error's message without this package's prefix, for use
+// inside a longer message.
+func reasonText(err error) string {
+	if err == nil {
+		return "unknown"
+	}
+	return strings.TrimPrefix(err.Error(), "redlock: ")
+}
+
+// lostError is a lock's Err when it ended without a Release.
+type lostError struct {
+	key    string
+	reason error // ErrExpired or ErrNotHeld, possibly wrapped with detail
+}
+
+func (e *lostError) Error() string {
+	return fmt.Sprintf("redlock: lock %q lost: %s", e.key, reasonText(e.reason))
+}
+
+func (e *lostError) Is(target error) bool { return target == ErrLockLost }
+func (e *lostError) Unwrap() error        { return e.reason }
+
+// withDetail wraps a sentinel with words that say more, keeping it
+// matchable: errors.Is(withDetail(ErrExpired, "x"), ErrExpired).
+func withDetail(err error, detail string) error {
+	return &detailError{err: err, detail: detail}
+}
+
+type detailError struct {
+	err    error
+	detail string
+}
+
+func (e *detailError) Error() string { return e.err.Error() + ": " + e.detail }
+func (e *detailError) Unwrap() error { return e.err }

@@ -23,7 +23,7 @@ func embeddedNodes(n int) ([]redis.UniversalClient, func()) {
 			panic(err)
 		}
 		mr.ClockTTL(true) // keys expire in real time, as on Redis
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 		nodes = append(nodes, rdb)
 		stops = append(stops, func() { _ = rdb.Close(); mr.Close() })
 	}
@@ -63,13 +63,13 @@ func ExampleClient_Acquire() {
 	nodes, stop := embeddedNodes(3)
 	defer stop()
 	ctx := context.Background()
-	a, _ := redlock.New(nodes)
-	b, _ := redlock.New(nodes)
+	a, _ := redlock.New(nodes, redlock.WithTTL(10*time.Second))
+	b, _ := redlock.New(nodes, redlock.WithTTL(10*time.Second))
 	defer a.Close()
 	defer b.Close()
 	_ = a.Bootstrap(ctx)
 
-	l, err := a.Acquire(ctx, "report", redlock.WithTTL(10*time.Second))
+	l, err := a.Acquire(ctx, "report")
 	if err != nil {
 		panic(err)
 	}

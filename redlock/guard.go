@@ -8,8 +8,7 @@ import (
 
 // Guard installs on rdb a hook that refuses, before sending, every command
 // whose context carries a lock (see Client.Do and Lock.Context) that is no
-// longer valid. The command then fails with a *LostError matching
-// ErrLockLost and never reaches the server. Commands whose context carries
+// longer valid. The command then fails with an error matching ErrLockLost and never reaches the server. Commands whose context carries
 // no lock pass untouched. Install it once per client, on the client that
 // writes the data the lock protects.
 //
@@ -56,17 +55,15 @@ func lockError(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
-	ended, until := l.ended, l.until
-	l.mu.Unlock()
-	if ended {
+	ended, expired := l.lease.endState()
+	switch {
+	case ended:
 		if err := l.Err(); err != ErrReleased {
 			return err
 		}
-		return &LostError{Key: l.req.key, Reason: ErrReleased}
-	}
-	if !l.c.clk.Now().Before(until) {
-		return &LostError{Key: l.req.key, Reason: ErrExpired}
+		return &lostError{key: l.req.key, reason: ErrReleased}
+	case expired:
+		return &lostError{key: l.req.key, reason: ErrExpired}
 	}
 	return nil
 }

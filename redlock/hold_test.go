@@ -3,7 +3,9 @@ package redlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,8 +49,8 @@ func TestDoSignalsExpiryAndGuardRefuses(t *testing.T) {
 	if !errors.Is(err, ErrLockLost) {
 		t.Fatalf("Do returned %v, want the refused write's ErrLockLost", err)
 	}
-	if !errors.Is(err, ErrNotHeld) {
-		t.Fatalf("Do returned %v, want the release's ErrNotHeld joined", err)
+	if !errors.Is(err, ErrExpired) {
+		t.Fatalf("Do returned %v, want the release's ErrExpired joined", err)
 	}
 	if v, _ := smr.Get("balance"); v != "90" {
 		t.Fatalf("balance = %q: the write after expiry reached the store", v)
@@ -89,9 +91,10 @@ func TestDoReturnsFnErrorAndReleases(t *testing.T) {
 	if err != boom {
 		t.Fatalf("Do = %v, want fn's error unchanged", err)
 	}
-	if h := tn.holders("job", token); len(h) != 0 {
-		t.Fatalf("key still on nodes %v", h)
+	if h := tn.holders("job", token); len(h) > 1 {
+		t.Fatalf("key still on nodes %v: a majority should have deleted it", h)
 	}
+	waitFor(t, func() bool { return len(tn.holders("job", token)) == 0 })
 }
 
 // A panic in fn releases the lock and is passed on.
@@ -110,9 +113,10 @@ func TestDoPanicReleases(t *testing.T) {
 			panic("kaboom")
 		})
 	}()
-	if h := tn.holders("panicky", token); len(h) != 0 {
+	if h := tn.holders("panicky", token); len(h) > 1 {
 		t.Fatalf("key still on nodes %v after a panic", h)
 	}
+	waitFor(t, func() bool { return len(tn.holders("panicky", token)) == 0 })
 	if _, err := c.TryAcquire(bg(), "panicky"); err != nil {
 		t.Fatalf("lock not free after a panic: %v", err)
 	}
@@ -153,8 +157,8 @@ func TestAutoExtendAndLossSignal(t *testing.T) {
 		cause = context.Cause(ctx)
 		return nil
 	}, WithTTL(ttl))
-	if !errors.Is(err, ErrNotHeld) && !errors.Is(err, ErrNoQuorum) {
-		t.Fatalf("Do = %v, want the failed release reported", err)
+	if !errors.Is(err, ErrExpired) {
+		t.Fatalf("Do = %v, want the release to report the validity ended", err)
 	}
 	if !errors.Is(cause, ErrLockLost) || !errors.Is(cause, ErrExpired) {
 		t.Fatalf("cause = %v, want ErrLockLost and ErrExpired", cause)
@@ -176,8 +180,8 @@ func TestMaxHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-l.Done()
-	if !errors.Is(l.Err(), ErrMaxHold) || !errors.Is(l.Err(), ErrLockLost) {
-		t.Fatalf("Err = %v, want ErrLockLost with ErrMaxHold", l.Err())
+	if !errors.Is(l.Err(), ErrLockLost) || !errors.Is(l.Err(), ErrExpired) || !strings.Contains(l.Err().Error(), "maximum hold time") {
+		t.Fatalf("Err = %v, want ErrLockLost wrapping ErrExpired, saying the maximum hold time was reached", l.Err())
 	}
 	_ = l.Release(bg())
 }
@@ -289,8 +293,7 @@ func TestStaleFencedWriteRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = FencedSet(bg(), store, "doc:body", "written by A", a.Fence())
-	var se *StaleFenceError
-	if !errors.Is(err, ErrStaleFence) || !errors.As(err, &se) || se.Highest != b.Fence() || se.Fence != a.Fence() {
+	if !errors.Is(err, ErrStaleFence) || !strings.Contains(err.Error(), fmt.Sprintf("token %d already accepted", b.Fence())) {
 		t.Fatalf("stale write: %v", err)
 	}
 	if v, _ := smr.Get("doc:body"); v != "written by B" {

@@ -3,68 +3,91 @@ package redlock
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/quorumlock/quorumlock/clock"
 	"github.com/quorumlock/quorumlock/quorum"
 )
 
 // Lock is a held Redlock lock. It is safe for use from several goroutines.
 //
 // What a Lock guarantees: while the local clock is before Until, no other
-// client following the algorithm can hold the same key — provided the
-// nodes' clocks run at about the same rate as the caller's, nodes do not
-// lose data inside a TTL (see the restart quarantine), and the caller is not
-// paused. What it does not guarantee: that the holder notices in time. A
-// process paused (GC, swap, a stopped VM) past Until keeps running its
-// critical section after another client took the lock. Use Done (or the
-// context given by Client.Do) to stop work when validity ends, and fence
-// tokens (WithFencing, FencedSet) to make the storage refuse late writes.
+// client following the algorithm holds the same key — provided the nodes'
+// clocks run at about the rate of the caller's, the nodes keep their data
+// for a TTL or serve the restart quarantine, and the caller is not paused.
+// What it does not guarantee: that the holder notices in time. A process
+// paused (GC, swap, a stopped VM) past Until keeps running its critical
+// section after another client took the lock. Use Done (or the context
+// given by Client.Do) to stop work when the lock ends, and fence tokens
+// (WithFencing, FencedSet) to make the storage refuse late writes.
 type Lock struct {
 	c        *Client
 	req      *request
 	token    string
 	fence    uint64
 	acquired time.Time
+	lease    lease
+	released atomic.Bool
+	// acq is the round that acquired the lock: a node that had not answered
+	// when it was decided may still set the key, so Release deletes there
+	// only once that call ended.
+	acq *quorum.Round[vote]
 
-	ctx    context.Context // done when the lock ends; its cause says why
-	cancel context.CancelCauseFunc
+	turnMu     sync.Mutex
+	turn       func() // passes this Client's queue turn for the key on
+	turnPassed bool
 
-	mu       sync.Mutex
-	until    time.Time
-	timer    clock.Timer
-	released bool
-	ended    bool
-	lastErr  error // last failed extension, for the loss cause
-	capped   bool  // auto-extension stopped at the maximum hold time
-
-	// acquisition is the round that acquired the lock: nodes that had not
-	// answered when it was decided may still set the key, so Release waits
-	// for them before deleting there.
-	acquisition interface {
-		Collect() []quorum.Vote[vote]
-		Wait() []quorum.Vote[vote]
-	}
-
-	leaveQueue func() // passes the client-local turn on; nil for TryAcquire
-	extStop    chan struct{}
-	extDone    chan struct{}
+	ka keepState // auto-extension bookkeeping, guarded by the keeper
 }
 
-func (c *Client) newLock(req *request, token string, fence uint64, until time.Time) *Lock {
-	l := &Lock{c: c, req: req, token: token, fence: fence, until: until, acquired: c.clk.Now()}
-	l.ctx, l.cancel = context.WithCancelCause(context.Background())
-	l.mu.Lock()
-	l.armLocked()
-	l.mu.Unlock()
+func (c *Client) newLock(req *request, token string, fence uint64, until time.Time, acq *quorum.Round[vote]) *Lock {
+	l := &Lock{c: c, req: req, token: token, fence: fence, acquired: c.clk.Now(), acq: acq}
+	l.ka.index = -1
+	l.lease.start(c.clk, req.key, until, l.onEnd)
 	if req.s.autoExtend {
-		l.extStop = make(chan struct{})
-		l.extDone = make(chan struct{})
-		go l.autoExtend()
+		c.keeper.schedule(l)
 	}
 	return l
+}
+
+// onEnd runs once when the lease ends.
+func (l *Lock) onEnd(cause error) {
+	if errors.Is(cause, ErrLockLost) {
+		l.c.stats.lost.Add(1)
+		l.c.log.warn("lost "+l.req.key, "redlock: lock lost", "key", l.req.key, "reason", reasonText(cause))
+	}
+	l.c.keeper.remove(l)
+	if !l.released.Load() {
+		// Lost or expired. After a Release the turn passes once the deletes
+		// are done, so that the next waiter does not contend with this
+		// lock's own key.
+		l.passTurn()
+	}
+}
+
+// setLeave hands the lock the client-local queue turn it passes on when it
+// ends; if it has ended already, the turn passes at once.
+func (l *Lock) setLeave(turn func()) {
+	l.turnMu.Lock()
+	passed := l.turnPassed
+	if !passed {
+		l.turn = turn
+	}
+	l.turnMu.Unlock()
+	if passed {
+		turn()
+	}
+}
+
+func (l *Lock) passTurn() {
+	l.turnMu.Lock()
+	turn := l.turn
+	l.turn, l.turnPassed = nil, true
+	l.turnMu.Unlock()
+	if turn != nil {
+		turn()
+	}
 }
 
 // Key returns the locked key.
@@ -81,316 +104,197 @@ func (l *Lock) Fence() uint64 { return l.fence }
 // TTL returns the TTL the lock was acquired with.
 func (l *Lock) TTL() time.Duration { return l.req.s.ttl }
 
-// Until returns the local instant at which the lock's validity ends (the
-// time of the first request + TTL − drift, moved by each extension).
-func (l *Lock) Until() time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.until
-}
+// Until returns the local instant at which the lock's validity ends (when
+// the first request was sent + TTL − drift, moved by each extension).
+func (l *Lock) Until() time.Time { return l.lease.deadline() }
 
 // Valid reports whether the lock is still held by the local reckoning: not
 // released, not lost, and before Until.
-func (l *Lock) Valid() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.ended && l.c.clk.Now().Before(l.until)
-}
+func (l *Lock) Valid() bool { return l.lease.valid() }
 
 // Done returns a channel closed once, when the lock ends: released, expired,
 // or lost. Err then says which.
-func (l *Lock) Done() <-chan struct{} { return l.ctx.Done() }
+func (l *Lock) Done() <-chan struct{} { return l.lease.ctx.Done() }
 
-// Err returns nil while the lock is held; afterwards ErrReleased, or a
-// *LostError (matching ErrLockLost) wrapping the reason.
+// Err returns nil while the lock is held; afterwards ErrReleased, or an
+// error matching ErrLockLost that wraps why (ErrExpired, ErrNotHeld).
 func (l *Lock) Err() error {
-	if l.ctx.Err() == nil {
+	if l.lease.ctx.Err() == nil {
 		return nil
 	}
-	return context.Cause(l.ctx)
+	return context.Cause(l.lease.ctx)
 }
 
-// setLeave hands the lock the client-local queue turn it must pass on when
-// it ends; if it has already ended (a tiny TTL), the turn passes at once.
-func (l *Lock) setLeave(leave func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ended {
-		leave()
-		return
-	}
-	l.leaveQueue = leave
-}
-
-// armLocked (re)starts the timer that ends the lock at until.
-func (l *Lock) armLocked() {
-	if l.timer != nil {
-		l.timer.Stop()
-	}
-	l.timer = l.c.clk.AfterFunc(l.until.Sub(l.c.clk.Now()), l.onDeadline)
-}
-
-func (l *Lock) onDeadline() {
-	l.mu.Lock()
-	if l.ended {
-		l.mu.Unlock()
-		return
-	}
-	if l.c.clk.Now().Before(l.until) { // extended since the timer was set
-		l.armLocked()
-		l.mu.Unlock()
-		return
-	}
-	var reason error = ErrExpired
-	switch {
-	case l.capped:
-		reason = fmt.Errorf("%w: %w", ErrExpired, ErrMaxHold)
-	case l.lastErr != nil:
-		reason = fmt.Errorf("%w after failed extension: %w", ErrExpired, l.lastErr)
-	}
-	l.endLocked(&LostError{Key: l.req.key, Reason: reason})
-	l.mu.Unlock()
-}
-
-// endLocked marks the lock ended with cause, once.
-func (l *Lock) endLocked(cause error) {
-	if l.ended {
-		return
-	}
-	l.ended = true
-	if l.timer != nil {
-		l.timer.Stop()
-	}
-	if errors.Is(cause, ErrLockLost) {
-		l.c.stats.lost.Add(1)
-		l.c.logWarn("redlock: lock lost", "key", l.req.key, "reason", cause)
-	}
-	l.cancel(cause)
-	if l.leaveQueue != nil {
-		l.leaveQueue()
-	}
-}
-
-// Extend resets the lock's TTL on the nodes and moves Until accordingly. It
-// needs a majority and only works while the lock is still valid: it returns
-// an error matching ErrNotHeld when the validity has ended or a majority no
-// longer holds the token (the lock is then lost: Done closes), and one
-// matching ErrNoQuorum when too few nodes answered (the lock stays valid
-// until the old Until; try again).
+// Extend resets the lock's TTL on the nodes and moves Until. It needs a
+// majority and works only while the lock is valid. Its error is a
+// *RoundError: ErrNotHeld when a majority no longer holds the token (the
+// lock is then lost: Done closes at once, without waiting for the nodes that
+// have not answered), ErrExpired when the validity had ended, ErrNoQuorum or
+// the ctx's error when too few nodes answered (the lock stays valid until the
+// old Until; try again).
 func (l *Lock) Extend(ctx context.Context) error {
-	l.mu.Lock()
-	if l.ended || !l.c.clk.Now().Before(l.until) {
-		l.mu.Unlock()
-		return &QuorumError{Op: "extend", Key: l.req.key, Needed: l.c.Quorum(), Reason: fmt.Errorf("%w: %w", ErrNotHeld, ErrExpired)}
+	ctx = orBackground(ctx)
+	if l.released.Load() {
+		return l.roundError("extend", withDetail(ErrNotHeld, "the lock was released"))
 	}
-	l.mu.Unlock()
-
+	if !l.Valid() {
+		return l.roundError("extend", ErrExpired)
+	}
 	s := l.req.s
 	start := l.c.clk.Now()
-	r := quorum.Start(ctx, len(l.c.nodes), s.nodeTimeout, func(ctx context.Context, i int) (struct{}, bool, error) {
-		n, err := extendScript.Run(ctx, l.c.nodes[i].rdb, []string{l.req.key}, l.token, l.req.ttlMs).Int64()
-		return struct{}{}, n == 1, err
-	})
+	r := l.c.startExtend(ctx, l.req, l.token)
 	d := r.Decide()
-	if d.OK && clock.Validity(s.ttl, l.c.clk.Since(start), s.driftFactor) > 0 {
-		until := clock.Deadline(start, s.ttl, s.driftFactor)
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.ended {
-			return &QuorumError{Op: "extend", Key: l.req.key, Done: d.Yes, Needed: r.Need(), Reason: ErrNotHeld}
+	if d.OK && validity(s.ttl, l.c.clk.Since(start), s.driftFactor) > 0 {
+		if l.lease.extendTo(deadline(start, s.ttl, s.driftFactor)) {
+			l.c.stats.extended.Add(1)
+			return nil
 		}
-		if until.After(l.until) {
-			l.until = until
-			l.armLocked()
-		}
-		l.lastErr = nil
-		l.c.stats.extended.Add(1)
-		return nil
+		return l.roundError("extend", withDetail(ErrNotHeld, "the lock ended during the extension"))
 	}
-	qe := l.quorumError("extend", r.Wait(), d.OK)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if errors.Is(qe.Reason, ErrNotHeld) {
-		l.endLocked(&LostError{Key: l.req.key, Reason: qe})
-	} else {
-		l.lastErr = qe
-	}
-	return qe
-}
-
-// quorumError summarises a failed extend or release round.
-func (l *Lock) quorumError(op string, votes []quorum.Vote[struct{}], slow bool) *QuorumError {
-	qe := &QuorumError{Op: op, Key: l.req.key, Needed: quorum.Majority(len(l.c.nodes))}
-	no := 0
-	for _, v := range votes {
-		switch v.Outcome {
-		case quorum.Yes:
-			qe.Done++
-			continue
-		case quorum.No:
-			no++
-			qe.Nodes = append(qe.Nodes, l.c.nodeError(v.Node, ErrNotHeld))
-		default:
-			qe.Nodes = append(qe.Nodes, l.c.nodeError(v.Node, v.Err))
-		}
-	}
+	e := l.c.roundFailure("extend", l.req, r, nil)
 	switch {
-	case no >= qe.Needed:
-		qe.Reason = ErrNotHeld
-	case slow:
-		qe.Reason = fmt.Errorf("%w: the round took longer than the TTL allows", ErrNoQuorum)
+	case d.No >= r.Need():
+		e.Reason = ErrNotHeld
+		l.lease.end(withDetail(ErrNotHeld, "a majority of nodes no longer holds the token"), true)
+		return e
+	case d.OK:
+		e.Reason, e.detail = ErrExpired, "the round took longer than the TTL allows"
+	case ctx.Err() != nil:
+		e.Reason = ctx.Err()
 	default:
-		qe.Reason = ErrNoQuorum
+		e.Reason = ErrNoQuorum
 	}
-	return qe
+	l.lease.noteFailure(e)
+	return e
 }
 
-// Release deletes the key on every node where it still holds this lock's
-// token (waiting for all of them, each bounded by the node timeout) and ends
-// the lock. It returns nil when a majority deleted it; an error matching
-// ErrNotHeld when the validity had already ended or a majority no longer held
-// the token; one matching ErrNoQuorum when too few nodes answered (the key
-// then expires on its own). Releasing twice returns ErrNotHeld.
+// Release ends the lock and deletes the key on every node where it still
+// holds this lock's token. The lock ends first (Done closes, the guard
+// refuses), then the deletes go out. Release returns when every node has
+// answered, or ctx ends, whichever is first; deletes still under way go on
+// in the background, bounded by the node timeout, so a cancelled ctx never
+// leaves the key behind for its TTL. A node that had not answered the
+// acquisition is released in the background once that call ended.
+//
+// It returns nil when a majority deleted the key. Otherwise a *RoundError:
+// ErrExpired when the validity had already ended (the critical section may
+// have overlapped another holder's), ErrNotHeld when a majority no longer
+// held the token or the lock was already released, ErrNoQuorum or the ctx's
+// error when too few nodes answered in time (the key then expires on its
+// own).
 func (l *Lock) Release(ctx context.Context) error {
-	l.mu.Lock()
-	if l.released {
-		l.mu.Unlock()
-		return &QuorumError{Op: "release", Key: l.req.key, Needed: l.c.Quorum(), Reason: fmt.Errorf("%w: already released", ErrNotHeld)}
+	ctx = orBackground(ctx)
+	if !l.released.CompareAndSwap(false, true) {
+		return l.roundError("release", withDetail(ErrNotHeld, "already released"))
 	}
-	l.released = true
-	expired := l.ended || !l.c.clk.Now().Before(l.until)
-	l.mu.Unlock()
-	l.stopAutoExtend()
-
-	votes := l.releaseAll(ctx)
-
-	l.mu.Lock()
-	cause := error(ErrReleased)
-	if expired && !l.ended {
-		cause = &LostError{Key: l.req.key, Reason: ErrExpired}
+	ended, expired := l.lease.endState()
+	if !ended {
+		if expired {
+			l.lease.end(ErrExpired, true)
+		} else {
+			l.lease.end(ErrReleased, false)
+		}
 	}
-	l.endLocked(cause)
-	l.mu.Unlock()
-
-	qe := l.quorumError("release", votes, false)
-	if expired {
-		qe.Reason = fmt.Errorf("%w: %w", ErrNotHeld, ErrExpired)
-		return qe
+	rel := l.c.releaseAfter(l.req, l.token, l.acq, l.c.ns.wakeup)
+	done := true
+	select {
+	case <-rel.r.Done():
+	case <-ctx.Done():
+		done = false
 	}
-	if qe.Done >= qe.Needed {
+	l.passTurn()
+	e := l.c.roundFailure("release", l.req, rel.r, rel.nodes)
+	switch {
+	case expired:
+		e.Reason, e.detail = ErrExpired, "the validity had ended before the release"
+	case e.Granted >= e.Needed:
 		l.c.stats.released.Add(1)
 		return nil
+	case !done:
+		e.Reason, e.detail = ctx.Err(), "the deletes go on in the background"
+	case len(e.Nodes) > 0 && countReason(e.Nodes, NodeNotHeld) >= e.Needed:
+		e.Reason = ErrNotHeld
+	default:
+		e.Reason = ErrNoQuorum
 	}
-	return qe
+	return e
 }
 
-// releaseAll deletes the key from every node where it still holds the
-// token and returns the votes, indexed by node. A node that had not answered
-// the acquisition may still set the key, so it is released only once its
-// acquisition call has ended; the nodes that have answered are released at
-// once, without waiting for it.
-func (l *Lock) releaseAll(ctx context.Context) []quorum.Vote[struct{}] {
-	n := len(l.c.nodes)
-	buf := make([]int, 2*n)
-	answered, pending := buf[:0:n], buf[n:n]
-	if l.acquisition != nil {
-		for _, v := range l.acquisition.Collect() {
-			if v.Outcome == quorum.Pending {
-				pending = append(pending, v.Node)
-			} else {
-				answered = append(answered, v.Node)
-			}
-		}
-	} else {
-		for i := 0; i < n; i++ {
-			answered = append(answered, i)
+func countReason(nodes []*NodeError, r NodeReason) int {
+	n := 0
+	for _, ne := range nodes {
+		if ne.Reason == r {
+			n++
 		}
 	}
-	announce := l.req.s.wakeup
-	if len(pending) == 0 { // every node, in order: votes are indexed by node
-		return l.c.startRelease(ctx, l.req, l.token, answered, announce).Wait()
-	}
-	var now *quorum.Round[struct{}]
-	if len(answered) > 0 {
-		now = l.c.startRelease(ctx, l.req, l.token, answered, announce)
-	}
-	l.acquisition.Wait()
-	later := l.c.startRelease(ctx, l.req, l.token, pending, announce)
-	votes := make([]quorum.Vote[struct{}], n)
-	for _, part := range []struct {
-		r     *quorum.Round[struct{}]
-		nodes []int
-	}{{now, answered}, {later, pending}} {
-		if part.r == nil {
-			continue
-		}
-		for j, v := range part.r.Wait() {
-			v.Node = part.nodes[j]
-			votes[v.Node] = v
-		}
-	}
-	return votes
+	return n
 }
 
-// autoExtend extends the lock each time a third of its TTL is left, retrying
-// failed extensions while the lock is still valid. It stops when the lock
-// ends or is released, or at the maximum hold time.
-func (l *Lock) autoExtend() {
-	defer close(l.extDone)
-	s := l.req.s
-	ctx := l.ctx
-	for {
-		l.mu.Lock()
-		until := l.until
-		failing := l.lastErr != nil
-		l.mu.Unlock()
-		wait := until.Add(-s.ttl / 3).Sub(l.c.clk.Now())
-		if failing {
-			left := until.Sub(l.c.clk.Now())
-			if left <= 0 {
-				return // the deadline timer ends the lock with the failure as cause
-			}
-			wait = min(s.ttl/20, left)
-		}
-		if s.maxHold > 0 && l.c.clk.Now().Add(max(wait, 0)).Sub(l.acquired)+s.ttl > s.maxHold {
-			l.mu.Lock()
-			l.capped = true
-			l.mu.Unlock()
-			return
-		}
-		if wait > 0 {
-			t := l.c.clk.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-l.extStop:
-				t.Stop()
-				return
-			case <-t.C():
-			}
-		}
-		select {
-		case <-l.extStop:
-			return
-		default:
-		}
-		if err := l.Extend(ctx); err != nil && l.ctx.Err() != nil {
-			return
-		}
-	}
-}
-
-func (l *Lock) stopAutoExtend() {
-	if l.extStop == nil {
+// abandon gives up a lock that must not be returned (the Client closed, or
+// its validity ended before the return): the key is deleted in the
+// background.
+func (l *Lock) abandon() {
+	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
-	l.mu.Lock()
-	select {
-	case <-l.extStop:
-	default:
-		close(l.extStop)
-	}
-	l.mu.Unlock()
-	<-l.extDone
+	l.lease.end(ErrReleased, false)
+	l.c.releaseAfter(l.req, l.token, l.acq, false)
 }
+
+func (l *Lock) roundError(op string, reason error) *RoundError {
+	return &RoundError{Op: op, Key: l.req.key, Needed: l.c.Quorum(), Reason: reason}
+}
+
+// startExtend resets the key's TTL on every node where it holds token.
+func (c *Client) startExtend(ctx context.Context, req *request, token string) *quorum.Round[bool] {
+	ext := extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs)
+	c.bg.add(len(c.nodes))
+	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (bool, bool, error) {
+		defer c.bg.done()
+		n := c.nodes[i]
+		if err := n.start(req.s.requestTimeout); err != nil {
+			return false, false, err
+		}
+		got, err := ext.run(ctx, n.rdb, i).Int64()
+		n.finish(err)
+		return got == 1, got == 1, err
+	})
+}
+
+// roundFailure explains a failed extend or release round by the votes in so
+// far; nodes maps the round's votes to node indexes (nil: one per node). The
+// caller sets the reason.
+func (c *Client) roundFailure(op string, req *request, r *quorum.Round[bool], nodes []int) *RoundError {
+	e := &RoundError{Op: op, Key: req.key, Needed: c.Quorum()}
+	for j, v := range r.Collect() {
+		i := j
+		if nodes != nil {
+			i = nodes[j]
+		}
+		switch v.Outcome {
+		case quorum.Yes:
+			e.Granted++
+		case quorum.No:
+			e.Nodes = append(e.Nodes, c.nodeError(i, NodeNotHeld, 0, nil))
+		case quorum.Failed:
+			e.Nodes = append(e.Nodes, c.nodeError(i, NodeFailed, 0, v.Err))
+		default: // left out of an early decision, or out of time
+			if r.Expired() {
+				e.Nodes = append(e.Nodes, c.nodeError(i, NodeFailed, 0, errNoAnswer(req)))
+			}
+		}
+	}
+	return e
+}
+
+func errNoAnswer(req *request) error {
+	return &noAnswerError{req.s.nodeTimeout}
+}
+
+type noAnswerError struct{ timeout time.Duration }
+
+func (e *noAnswerError) Error() string {
+	return "no answer within the node timeout " + e.timeout.String()
+}
+
+func (e *noAnswerError) Is(target error) bool { return target == context.DeadlineExceeded }

@@ -59,10 +59,10 @@ func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// isAcquisition reports an EVAL/EVALSHA with the three keys of acquire.lua.
+// isAcquisition reports an EVAL/EVALSHA with the four keys of acquire.lua.
 func isAcquisition(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	return len(args) > 2 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "3"
+	return len(args) > 2 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "4"
 }
 
 func (h downHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {

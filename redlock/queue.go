@@ -19,8 +19,9 @@ type keyQueue struct {
 }
 
 // enter waits for the caller's turn on key and returns the function that
-// passes the turn on; it is safe to call more than once.
-func (q *keyQueues) enter(ctx context.Context, key string) (leave func(), err error) {
+// passes the turn on; it is safe to call more than once. It gives up with the
+// ctx's error, or ErrClosed once closed is closed.
+func (q *keyQueues) enter(ctx context.Context, closed <-chan struct{}, key string) (leave func(), err error) {
 	q.mu.Lock()
 	if q.m == nil {
 		q.m = make(map[string]*keyQueue)
@@ -39,19 +40,22 @@ func (q *keyQueues) enter(ctx context.Context, key string) (leave func(), err er
 	case <-ch:
 		return q.leaver(key), nil
 	case <-ctx.Done():
+		err = ctx.Err()
+	case <-closed:
+		err = ErrClosed
 	}
 	q.mu.Lock()
 	for i, w := range kq.waiters {
 		if w == ch {
 			kq.waiters = append(kq.waiters[:i], kq.waiters[i+1:]...)
 			q.mu.Unlock()
-			return nil, ctx.Err()
+			return nil, err
 		}
 	}
 	q.mu.Unlock()
-	// The turn was handed to us as ctx ended: pass it on.
+	// The turn was handed to us as we gave up: pass it on.
 	q.leaver(key)()
-	return nil, ctx.Err()
+	return nil, err
 }
 
 func (q *keyQueues) leaver(key string) func() {

@@ -12,25 +12,39 @@ import (
 
 // Fresh nodes that were never bootstrapped serve a quarantine of one TTL
 // from their first vote (a missing sentinel is indistinguishable from lost
-// data); once that much time passed on the nodes' clocks they vote.
+// data); once that much time passed on the nodes' clocks they vote. The
+// error of an acquisition that waits only for the quarantine says so.
 func TestFreshNodesQuarantined(t *testing.T) {
 	tn := newNodes(t, 3)
 	const ttl = 2 * time.Second
-	c, err := New(tn.clients, WithTTL(ttl), WithMaxSkew(0))
+	logs := &lockedBuffer{}
+	c, err := New(tn.clients, WithTTL(ttl), WithMaxSkew(0), WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_, err = c.TryAcquire(bg(), "q")
-	var qe *QuarantineError
-	if !errors.Is(err, ErrNotObtained) || !errors.Is(err, ErrQuarantined) || !errors.As(err, &qe) {
-		t.Fatalf("err = %v, want ErrNotObtained with ErrQuarantined", err)
+	var re *RoundError
+	if !errors.As(err, &re) || !errors.Is(err, ErrNoQuorum) || len(re.Nodes) < 2 {
+		t.Fatalf("err = %v, want ErrNoQuorum with the quarantined nodes", err)
 	}
-	if qe.Remaining <= 0 || qe.Remaining > ttl {
-		t.Fatalf("remaining quarantine %v, want within (0, %v]", qe.Remaining, ttl)
+	for _, ne := range re.Nodes {
+		if ne.Reason != NodeQuarantined || ne.Wait <= 0 || ne.Wait > ttl {
+			t.Fatalf("node error %+v, want quarantined for at most %v", ne, ttl)
+		}
 	}
-	if s := c.Stats(); s.VotesQuarantined != 3 {
-		t.Fatalf("stats %+v, want 3 quarantined votes", s)
+	if !strings.Contains(err.Error(), "(waiting for the restart quarantine of node ") {
+		t.Fatalf("error %q does not say it waits for the quarantine", err)
+	}
+	waitFor(t, func() bool { return c.Stats().VotesQuarantined == 3 })
+	// One line per node, at Info, naming Bootstrap; a second attempt logs
+	// nothing new.
+	waitFor(t, func() bool { return strings.Count(logs.String(), "restart quarantine") == 3 })
+	_, _ = c.TryAcquire(bg(), "q")
+	waitFor(t, func() bool { return c.Stats().VotesQuarantined == 6 })
+	out := logs.String()
+	if n := strings.Count(out, "restart quarantine"); n != 3 || !strings.Contains(out, "level=INFO") || !strings.Contains(out, "Bootstrap") {
+		t.Fatalf("log has %d quarantine lines, want 3 at Info naming Bootstrap:\n%s", n, out)
 	}
 	for i, mr := range tn.mr {
 		if mr.Exists("q") {
@@ -43,19 +57,6 @@ func TestFreshNodesQuarantined(t *testing.T) {
 		t.Fatalf("after the quarantine: %v", err)
 	}
 	_ = l.Release(bg())
-	// Bootstrap never shortens a quarantine that already started.
-	for _, mr := range tn.mr {
-		mr.FlushAll()
-	}
-	if _, err := c.TryAcquire(bg(), "q2"); !errors.Is(err, ErrQuarantined) {
-		t.Fatalf("after data loss: %v, want ErrQuarantined", err)
-	}
-	if err := c.Bootstrap(bg()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.TryAcquire(bg(), "q2"); !errors.Is(err, ErrQuarantined) {
-		t.Fatalf("bootstrap after data loss lifted the quarantine: %v", err)
-	}
 }
 
 // The restart-without-persistence attack on embedded nodes: A holds the lock
@@ -71,7 +72,11 @@ func TestQuarantineStopsRestartAttack(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tn := newNodes(t, 5)
 			a := newClient(t, tn)
-			b := newClient(t, tn)
+			var opts []Option
+			if !on {
+				opts = append(opts, WithQuarantine(0))
+			}
+			b := newClient(t, tn, opts...)
 			tn.noVote[3].Store(true)
 			tn.noVote[4].Store(true)
 			la, err := a.TryAcquire(bg(), "attack")
@@ -84,17 +89,13 @@ func TestQuarantineStopsRestartAttack(t *testing.T) {
 				waitFor(t, func() bool { return tn.mr[i].Exists("attack") })
 			}
 			tn.mr[0].FlushAll() // node 0 restarts empty
-			var opts []LockOption
-			if !on {
-				opts = append(opts, WithQuarantine(0))
-			}
-			lb, err := b.TryAcquire(bg(), "attack", opts...)
+			lb, err := b.TryAcquire(bg(), "attack")
 			if on {
-				if !errors.Is(err, ErrQuarantined) || !la.Valid() {
-					t.Fatalf("B: %v, want refused by the quarantine while A is valid", err)
+				var re *RoundError
+				if !errors.As(err, &re) || !la.Valid() {
+					t.Fatalf("B: %v, want refused while A is valid", err)
 				}
-				var ne *NodeError
-				if !errors.As(err, &ne) || !strings.Contains(err.Error(), "node 0") {
+				if re.Nodes[0].Node != 0 || re.Nodes[0].Reason != NodeQuarantined || !strings.Contains(err.Error(), "node 0") {
 					t.Fatalf("error %v does not name the quarantined node", err)
 				}
 			} else {
@@ -111,8 +112,8 @@ func TestQuarantineStopsRestartAttack(t *testing.T) {
 	}
 }
 
-// A node whose clock is ahead of the caller's by more than the bound does not
-// vote; the refusal names the node, is counted and logged.
+// A node whose clock is off from the caller's by more than the bound does
+// not vote; the refusal names the node, is counted and logged once.
 func TestSkewGuard(t *testing.T) {
 	tn := newNodes(t, 3)
 	logs := &lockedBuffer{}
@@ -120,39 +121,52 @@ func TestSkewGuard(t *testing.T) {
 	tn.mr[1].SetTime(time.Now().Add(5 * time.Second))
 	tn.mr[2].SetTime(time.Now().Add(-5 * time.Second))
 	_, err := c.TryAcquire(bg(), "skew")
-	var se *SkewError
-	if !errors.Is(err, ErrClockSkew) || !errors.As(err, &se) {
-		t.Fatalf("err = %v, want ErrClockSkew", err)
+	var re *RoundError
+	if !errors.As(err, &re) || !errors.Is(err, ErrNoQuorum) || len(re.Nodes) != 2 {
+		t.Fatalf("err = %v, want ErrNoQuorum with two skewed nodes", err)
 	}
-	if se.Max != DefaultTTL/10 || (se.Skew < 4*time.Second && se.Skew > -4*time.Second) {
-		t.Fatalf("skew error %+v", se)
+	if ne := re.Nodes[0]; ne.Node != 1 || ne.Reason != NodeSkewed || ne.Wait < 4*time.Second {
+		t.Fatalf("node error %+v, want node 1 skewed by about +5s", ne)
+	}
+	if ne := re.Nodes[1]; ne.Node != 2 || ne.Reason != NodeSkewed || ne.Wait > -4*time.Second {
+		t.Fatalf("node error %+v, want node 2 skewed by about -5s", ne)
 	}
 	if s := c.Stats(); s.VotesSkewed != 2 {
 		t.Fatalf("stats %+v, want 2 skewed votes", s)
 	}
-	if !strings.Contains(logs.String(), "clock skew") || !strings.Contains(logs.String(), tn.mr[1].Addr()) {
+	if !strings.Contains(logs.String(), "clock is off") || !strings.Contains(logs.String(), tn.mr[1].Addr()) {
 		t.Fatalf("log does not report the refused vote: %q", logs.String())
 	}
-	if tn.mr[0].Exists("skew") {
-		t.Fatal("the granting node kept the key of a failed attempt")
+	for _, mr := range tn.mr { // cleanup runs in the background
+		waitFor(t, func() bool { return !mr.Exists("skew") })
 	}
-	l, err := c.TryAcquire(bg(), "skew", WithMaxSkew(0))
+	off := newClient(t, tn, WithMaxSkew(0))
+	l, err := off.TryAcquire(bg(), "skew")
 	if err != nil {
 		t.Fatalf("with the guard off: %v", err)
 	}
 	_ = l.Release(bg())
-	l, err = c.TryAcquire(bg(), "skew", WithMaxSkew(10*time.Second))
+	wide := newClient(t, tn, WithMaxSkew(10*time.Second))
+	l, err = wide.TryAcquire(bg(), "skew")
 	if err != nil {
 		t.Fatalf("with a wider bound: %v", err)
 	}
 	_ = l.Release(bg())
 }
 
-func TestServerInfoParse(t *testing.T) {
-	tn := newNodes(t, 1)
-	// miniredis does not serve INFO server: the restart check is skipped.
-	if _, _, err := serverInfo(bg(), tn.clients[0]); !errors.Is(err, errNoInfo) {
-		t.Fatalf("serverInfo on miniredis: %v, want errNoInfo", err)
+func TestParseInfo(t *testing.T) {
+	txt := "# Server\r\nredis_version:7.0.15\r\nrun_id:4f3a9c0d1e2b\r\nrole:master\r\n# Memory\r\nmaxmemory:1048576\r\nmaxmemory_policy:allkeys-lru\r\n"
+	f := parseInfo(txt)
+	if f.runID != "4f3a9c0d1e2b" || f.version != "7.0.15" || f.role != "master" || f.maxmemory != 1048576 || f.policy != "allkeys-lru" {
+		t.Fatalf("parsed %+v", f)
+	}
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{{"3.0.7", "3.2.0", true}, {"3.2", "3.2.0", false}, {"7.0.15", "3.2.0", false}, {"10.0", "9.9.9", false}} {
+		if versionLess(c.a, c.b) != c.less {
+			t.Errorf("versionLess(%s, %s) != %v", c.a, c.b, c.less)
+		}
 	}
 }
 
@@ -176,7 +190,7 @@ func TestRefusalInSuccessfulAcquisitionCounted(t *testing.T) {
 	}
 	waitFor(t, func() bool {
 		out := logs.String()
-		return strings.Contains(out, "vote refused") && strings.Contains(out, tn.mr[4].Addr())
+		return strings.Contains(out, "restart quarantine") && strings.Contains(out, tn.mr[4].Addr())
 	})
 	_ = l.Release(bg())
 }

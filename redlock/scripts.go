@@ -8,8 +8,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The scripts run through redis.Script: EVALSHA, falling back to EVAL when a
-// node answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+// The Lua scripts, embedded. All run through script: EVALSHA, falling back to
+// EVAL when a node answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 var (
 	//go:embed scripts/acquire.lua
 	acquireSrc string
@@ -21,49 +21,49 @@ var (
 	fenceSrc string
 	//go:embed scripts/fenced_set.lua
 	fencedSetSrc string
-	//go:embed scripts/restart.lua
-	restartSrc string
+	//go:embed scripts/bootstrap.lua
+	bootstrapSrc string
 
 	acquireScript   = newScript(acquireSrc)
 	releaseScript   = newScript(releaseSrc)
-	extendScript    = redis.NewScript(extendSrc)
-	fenceScript     = redis.NewScript(fenceSrc)
-	fencedSetScript = redis.NewScript(fencedSetSrc)
-	restartScript   = redis.NewScript(restartSrc)
+	extendScript    = newScript(extendSrc)
+	fenceScript     = newScript(fenceSrc)
+	fencedSetScript = newScript(fencedSetSrc)
+	bootstrapScript = newScript(bootstrapSrc)
 )
 
-// Companion keys. The lock key itself is exactly the caller's key and holds
-// only the token, as redsync's does, so the two libraries exclude each other;
-// everything else lives under the "quorumlock:" prefix.
+// KeyPrefix starts every key and channel the library uses besides the lock
+// keys themselves; lock keys under it are refused. The lock key is exactly
+// the caller's key and holds only the token, as redsync's does, so that the
+// two libraries exclude each other. The layout:
+//
+//	quorumlock:node           per node: node-clock time (ms) its data began
+//	quorumlock:node:run       per node: run id of the server process that wrote it
+//	quorumlock:fence:<key>    per node: the key's fence counter
+//	quorumlock:fenced:<key>   in the store: highest token FencedSet accepted
+//	quorumlock:released       pub/sub channel of release announcements
+const KeyPrefix = "quorumlock:"
+
 const (
-	// SentinelKey is the per-node key (no TTL) that records, in the node's
-	// clock, when the node's data began; the restart quarantine reads it.
-	SentinelKey = "quorumlock:node"
-	// RunIDKey is the per-node key that records the run id of the Redis
-	// process that last confirmed the sentinel; a different run id means
-	// the node restarted.
-	RunIDKey = "quorumlock:node:run"
-	// FencePrefix + key holds the node's fence counter for key.
-	FencePrefix = "quorumlock:fence:"
-	// ReleasedPrefix + key is the pub/sub channel on which releases are
-	// announced.
-	ReleasedPrefix = "quorumlock:released:"
-	// FencedPrefix + key holds the highest fence token FencedSet has
-	// accepted for key.
-	FencedPrefix = "quorumlock:fenced:"
+	sentinelKey     = KeyPrefix + "node"
+	runIDKey        = KeyPrefix + "node:run"
+	fencePrefix     = KeyPrefix + "fence:"
+	fencedPrefix    = KeyPrefix + "fenced:"
+	releasedChannel = KeyPrefix + "released"
 )
 
 // script runs a Lua script the way redis.Script.Run does (EVALSHA, then EVAL
-// on NOSCRIPT) for the two scripts of the uncontended path. It takes an
-// argument list built once per round: redis.Script boxes every key and
-// argument again for every node, a third of the allocations of an
-// Acquire+Release on five nodes.
+// on NOSCRIPT), from an argument list built once per round: redis.Script
+// boxes every key and argument again for every node, a third of the
+// allocations of an Acquire+Release on five nodes.
 type script struct {
 	src, hash any // boxed once
+	rs        *redis.Script
 }
 
 func newScript(src string) *script {
-	return &script{src: src, hash: redis.NewScript(src).Hash()}
+	rs := redis.NewScript(src)
+	return &script{src: src, hash: rs.Hash(), rs: rs}
 }
 
 // calls is one call of a script, repeated for each node of a round: n copies
@@ -89,7 +89,7 @@ func (s *script) calls(n int, numKeysAndArgs ...any) calls {
 	return c
 }
 
-// run sends node i's copy to rdb and returns the command, answered.
+// run sends copy i to rdb and returns the command, answered.
 func (c calls) run(ctx context.Context, rdb redis.UniversalClient, i int) *redis.Cmd {
 	args := c.args[i*c.width : (i+1)*c.width : (i+1)*c.width]
 	cmd := redis.NewCmd(ctx, args...)
@@ -104,4 +104,19 @@ func (c calls) run(ctx context.Context, rdb redis.UniversalClient, i int) *redis
 		_ = rdb.Process(ctx, cmd)
 	}
 	return cmd
+}
+
+// run is a single call of s on rdb.
+func (s *script) run(ctx context.Context, rdb redis.Scripter, numKeysAndArgs ...any) *redis.Cmd {
+	if u, ok := rdb.(redis.UniversalClient); ok {
+		return s.calls(1, numKeysAndArgs...).run(ctx, u, 0)
+	}
+	// A Scripter that is not a full client (a pipeline, a transaction):
+	// go-redis' own fallback.
+	n, _ := numKeysAndArgs[0].(int)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i], _ = numKeysAndArgs[1+i].(string)
+	}
+	return s.rs.Run(ctx, rdb, keys, numKeysAndArgs[1+n:]...)
 }

@@ -3,112 +3,122 @@ package redlock
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// waker delivers release announcements (scripts/release.lua publishes on
-// ReleasedPrefix+key) to the goroutines waiting for those keys. It keeps one
-// pub/sub connection per node, opened on first use, and one subscription per
-// waited-for key, shared by reference count.
+// waker delivers release announcements to the goroutines waiting for those
+// keys. Releases are published on one channel per node (releasedChannel,
+// token and key as the message), so a Client needs one subscription per
+// node whatever the number of keys it waits for. The subscriptions are opened on
+// first use by one goroutine per node that owns its connection: a waiter
+// only adds itself to a map and never waits on the network, so no call is
+// held up by a node that hangs.
 type waker struct {
 	c      *Client
 	mu     sync.Mutex
-	subs   map[string]*wakeSub
-	conns  []*redis.PubSub
-	wg     sync.WaitGroup
+	keys   map[string]map[*wakeup]struct{}
+	active bool
 	closed bool
+	ctx    context.Context // ends the listeners
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	errs   []error
 }
 
-type wakeSub struct {
-	refs int
-	ch   chan struct{} // buffered 1: coalesces the announcements of N nodes
+// wakeup is one waiter's signal. Each node announces a release: last is the
+// token of the release that last woke the waiter, so that the other nodes'
+// announcements of it do not wake it again (guarded by waker.mu).
+type wakeup struct {
+	key  string
+	ch   chan struct{} // buffered 1
+	last string
 }
 
 func newWaker(c *Client) *waker {
-	return &waker{c: c, subs: make(map[string]*wakeSub)}
+	w := &waker{c: c, keys: make(map[string]map[*wakeup]struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	return w
 }
 
-// subscribe starts listening on channel and returns the wake-up signal and
-// the function that stops listening. Failing nodes are skipped: a waiter
-// that hears nothing still retries after its delay.
-func (w *waker) subscribe(ctx context.Context, channel string, timeout time.Duration) (<-chan struct{}, func()) {
+// register starts listening for releases of key. It never blocks on the
+// network: a waiter that hears nothing still retries after its delay.
+func (w *waker) register(key string) *wakeup {
+	wu := &wakeup{key: key, ch: make(chan struct{}, 1)}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
-		w.mu.Unlock()
-		return nil, func() {}
+		return wu
 	}
-	if w.conns == nil {
-		w.conns = make([]*redis.PubSub, len(w.c.nodes))
-		for i, n := range w.c.nodes {
-			ps := n.rdb.Subscribe(context.WithoutCancel(ctx))
-			w.conns[i] = ps
+	set := w.keys[key]
+	if set == nil {
+		set = make(map[*wakeup]struct{})
+		w.keys[key] = set
+	}
+	set[wu] = struct{}{}
+	if !w.active {
+		w.active = true
+		for _, n := range w.c.nodes {
 			w.wg.Add(1)
-			go w.dispatch(ps.Channel())
+			go w.listen(n)
 		}
 	}
-	sub, ok := w.subs[channel]
-	if !ok {
-		sub = &wakeSub{ch: make(chan struct{}, 1)}
-		w.subs[channel] = sub
-	}
-	sub.refs++
-	first := !ok
-	conns := w.conns
-	w.mu.Unlock()
+	return wu
+}
 
-	if first {
-		w.each(ctx, conns, timeout, func(ctx context.Context, ps *redis.PubSub) error { return ps.Subscribe(ctx, channel) })
-	}
-	var once sync.Once
-	return sub.ch, func() {
-		once.Do(func() {
-			w.mu.Lock()
-			sub.refs--
-			last := sub.refs == 0
-			if last {
-				delete(w.subs, channel)
-			}
-			closed := w.closed
-			w.mu.Unlock()
-			if last && !closed {
-				w.each(context.Background(), conns, timeout, func(ctx context.Context, ps *redis.PubSub) error {
-					return ps.Unsubscribe(ctx, channel)
-				})
-			}
-		})
+func (w *waker) unregister(wu *wakeup) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if set := w.keys[wu.key]; set != nil {
+		delete(set, wu)
+		if len(set) == 0 {
+			delete(w.keys, wu.key)
+		}
 	}
 }
 
-// each runs f on every node's pub/sub connection at once, each bounded by
-// timeout, and waits for all of them.
-func (w *waker) each(ctx context.Context, conns []*redis.PubSub, timeout time.Duration, f func(context.Context, *redis.PubSub) error) {
-	var wg sync.WaitGroup
-	for _, ps := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			_ = f(ctx, ps)
-		}()
-	}
-	wg.Wait()
-}
-
-func (w *waker) dispatch(msgs <-chan *redis.Message) {
+// listen owns node n's subscription until the waker closes. go-redis
+// reconnects and resubscribes a broken subscription by itself.
+func (w *waker) listen(n *node) {
 	defer w.wg.Done()
-	for m := range msgs {
-		w.mu.Lock()
-		sub := w.subs[m.Channel]
-		w.mu.Unlock()
-		if sub != nil {
-			select {
-			case sub.ch <- struct{}{}:
-			default:
+	ps := n.rdb.Subscribe(w.ctx, releasedChannel)
+	defer func() {
+		if err := ps.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			w.errMu.Lock()
+			w.errs = append(w.errs, err)
+			w.errMu.Unlock()
+		}
+	}()
+	msgs := ps.Channel()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
 			}
+			if token, key, ok := strings.Cut(m.Payload, " "); ok {
+				w.deliver(key, token)
+			}
+		}
+	}
+}
+
+func (w *waker) deliver(key, token string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for wu := range w.keys[key] {
+		if wu.last == token {
+			continue
+		}
+		wu.last = token
+		select {
+		case wu.ch <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -116,15 +126,10 @@ func (w *waker) dispatch(msgs <-chan *redis.Message) {
 func (w *waker) close() error {
 	w.mu.Lock()
 	w.closed = true
-	conns := w.conns
-	w.conns = nil
 	w.mu.Unlock()
-	var errs []error
-	for _, ps := range conns {
-		if err := ps.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	w.cancel()
 	w.wg.Wait()
-	return errors.Join(errs...)
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return errors.Join(w.errs...)
 }

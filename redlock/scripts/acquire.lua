@@ -1,48 +1,98 @@
--- Acquire one node's vote for a lock, atomically.
+-- One node's vote for a lock, atomically: the clock-skew guard, the restart
+-- quarantine (data lost, or a new server process behind the address), then
+-- SET NX PX.
 --
 -- KEYS[1] lock key           ARGV[1] token
 -- KEYS[2] fence counter key  ARGV[2] TTL in ms
 --         (read only when ARGV[6] is "1"; callers that do not fence pass
 --         the lock key again)
 -- KEYS[3] node sentinel key  ARGV[3] caller's wall clock in ms
---                            ARGV[4] largest clock skew allowed in ms (0: no check)
+-- KEYS[4] node run id key    ARGV[4] largest clock skew allowed in ms (0: no check)
 --                            ARGV[5] restart quarantine in ms (0: no check)
---                            ARGV[6] "1" to return the fence counter
+--                            ARGV[6] "1" to return the fence counter and the node time
+--                            ARGV[7] how late a request may arrive in ms: a
+--                                    delayed request looks like a clock ahead
 --
--- Returns {status, value}:
+-- Returns {status, value, flags[, node time in µs]}:
 --   { 1, counter}  granted; counter is the node's fence counter (0 unless asked)
 --   { 0, pttl}     the key is held by another token for pttl more ms
 --   {-1, skew}     refused: node clock − caller clock is skew ms, beyond the bound
 --   {-2, left}     refused: the node's data is younger than the quarantine, left ms to go
+--   {-3, 0}        refused: the ACL denies INFO, which the quarantine needs
+-- flags: 1 the node does not report a run id (INFO server unsupported),
+--        2 a new server process was seen now (its run id changed),
+--        4 the node had no sentinel: its data was lost, or it is new.
+if redis.replicate_commands then
+	redis.replicate_commands() -- Redis < 5: allow writes after TIME and INFO
+end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sec, usec = tonumber(t[1]), tonumber(t[2])
+local now = sec * 1000 + math.floor(usec / 1000)
+local fenced = ARGV[6] == '1'
+
+local function reply(status, value, flags)
+	if fenced then
+		return {status, value, flags, sec * 1000000 + usec}
+	end
+	return {status, value, flags}
+end
 
 local maxskew = tonumber(ARGV[4])
 if maxskew > 0 then
 	local skew = now - tonumber(ARGV[3])
-	if skew > maxskew or -skew > maxskew then
-		return {-1, skew}
+	if skew > maxskew + tonumber(ARGV[7]) or -skew > maxskew then
+		return reply(-1, skew, 0)
 	end
 end
 
--- The sentinel has no TTL and records when this node's data began. If it is
--- missing, the node lost its data (or never had any): start the clock now.
-local born = redis.call('GET', KEYS[3])
-if born then
-	born = tonumber(born)
-else
-	redis.call('SET', KEYS[3], now)
-	born = now
-end
+local flags = 0
 local quarantine = tonumber(ARGV[5])
-if quarantine > 0 and now - born < quarantine then
-	return {-2, quarantine - (now - born)}
+if quarantine > 0 then
+	-- The run id names the server process: a restart that kept its data
+	-- (an AOF written every second, an RDB, a promoted replica behind the
+	-- same address) may still lack the last lock keys.
+	local runid
+	local ok, info = pcall(redis.call, 'INFO', 'server')
+	if ok then
+		runid = string.match(info, 'run_id:(%x+)')
+	else
+		local msg = type(info) == 'table' and info.err or tostring(info)
+		if string.find(msg, 'NOPERM', 1, true) then
+			return reply(-3, 0, 0)
+		end
+	end
+	if not runid then
+		flags = 1
+	end
+	-- The sentinel has no TTL and records when this node's data began.
+	local born = redis.call('GET', KEYS[3])
+	if not born then
+		born = now
+		redis.call('SET', KEYS[3], now)
+		if runid then
+			redis.call('SET', KEYS[4], runid)
+		end
+		flags = flags + 4
+	else
+		born = tonumber(born)
+		if runid and redis.call('GET', KEYS[4]) ~= runid then
+			redis.call('SET', KEYS[4], runid)
+			if born < now then
+				born = now
+				redis.call('SET', KEYS[3], now)
+			end
+			flags = flags + 2
+		end
+	end
+	if now - born < quarantine then
+		return reply(-2, quarantine - (now - born), flags)
+	end
 end
 
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	if ARGV[6] == '1' then
-		return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+	if fenced then
+		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
 	end
-	return {1, 0}
+	return reply(1, 0, flags)
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return reply(0, redis.call('PTTL', KEYS[1]), flags)

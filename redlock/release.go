@@ -1,0 +1,99 @@
+package redlock
+
+import (
+	"context"
+	"time"
+
+	"github.com/quorumlock/quorumlock/quorum"
+)
+
+// release is a round of deletes: r's votes are for nodes[j]. done is closed
+// once every delete, including those that waited for the acquisition, has
+// ended.
+type release struct {
+	r     *quorum.Round[bool]
+	nodes []int
+	done  <-chan struct{}
+}
+
+// releaseAfter deletes the key holding token from every node that may hold
+// it after the acquisition round acq: at once on the nodes that granted or
+// failed (the SET may have landed) — the returned round — and, in the
+// background, on the nodes whose acquisition call still runs, once it ended
+// (a late SET must not outlive its delete). Deletes are bounded by the node
+// timeout, not by any caller's ctx.
+func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], announce bool) release {
+	votes := acq.Collect()
+	var now, later []int
+	for _, v := range votes {
+		switch v.Outcome {
+		case quorum.Yes, quorum.Failed:
+			now = append(now, v.Node)
+		case quorum.Pending:
+			later = append(later, v.Node)
+		}
+	}
+	rel := release{r: c.startRelease(req, token, now, announce), nodes: now}
+	rel.done = rel.r.Done()
+	if len(later) > 0 {
+		done := make(chan struct{})
+		rel.done = done
+		c.background(func() {
+			defer close(done)
+			defer rel.r.Wait()
+			final := acq.Wait()
+			var hold []int
+			for _, i := range later {
+				if final[i].Outcome != quorum.No {
+					hold = append(hold, i)
+				}
+			}
+			if len(hold) > 0 {
+				c.startRelease(req, token, hold, announce).Wait()
+			}
+		})
+	}
+	return rel
+}
+
+// startRelease deletes the key from the given nodes where it still holds
+// token; votes are indexed like nodes and say whether the key was there. A
+// delete that fails (a timeout, a broken connection) is tried again in the
+// background, twice at most: a key left behind blocks every other client
+// for the rest of its TTL.
+func (c *Client) startRelease(req *request, token string, nodes []int, announce bool) *quorum.Round[bool] {
+	channel := ""
+	if announce {
+		channel = releasedChannel
+	}
+	del := releaseScript.calls(len(nodes), 1, req.keyArg, token, channel)
+	c.bg.add(len(nodes))
+	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
+		defer c.bg.done()
+		n := c.nodes[nodes[j]]
+		got, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout)
+		if err != nil && err != errNotAnswering {
+			c.background(func() {
+				for try := 0; try < 2; try++ {
+					ctx, cancel := context.WithTimeout(context.Background(), req.s.requestTimeout)
+					_, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout)
+					cancel()
+					if err == nil || err == errNotAnswering {
+						return
+					}
+				}
+			})
+		}
+		return got, got, err
+	})
+}
+
+// deleteOn runs copy j of the release script on node n.
+func (c *Client) deleteOn(ctx context.Context, n *node, del calls, j int, silence time.Duration) (bool, error) {
+	if err := n.start(silence); err != nil {
+		return false, err
+	}
+	got, err := del.run(ctx, n.rdb, j).Int64()
+	n.finish(err)
+	return got == 1, err
+}

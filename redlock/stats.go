@@ -1,0 +1,30 @@
+package redlock
+
+import "sync/atomic"
+
+// Stats are counters since the Client was created.
+type Stats struct {
+	Acquired         uint64 // locks obtained
+	Attempts         uint64 // acquisition attempts (rounds)
+	VotesTaken       uint64 // node votes refused because another owner held the key
+	VotesQuarantined uint64 // node votes refused by the restart quarantine
+	VotesSkewed      uint64 // node votes refused by the clock-skew guard
+	VotesFailed      uint64 // node requests that failed or timed out
+	Extended         uint64 // successful extensions
+	Released         uint64 // successful releases
+	Lost             uint64 // locks lost while held (expired, extension refused)
+}
+
+type counters struct {
+	acquired, attempts, taken, quarantined, skewed, failed, extended, released, lost atomic.Uint64
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		Acquired: s.acquired.Load(), Attempts: s.attempts.Load(),
+		VotesTaken: s.taken.Load(), VotesQuarantined: s.quarantined.Load(), VotesSkewed: s.skewed.Load(),
+		VotesFailed: s.failed.Load(), Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
+	}
+}

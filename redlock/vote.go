@@ -1,0 +1,283 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/quorum"
+)
+
+// One acquisition attempt, step by step: every node votes at once
+// (startVotes); the round is decided by majority (attempt); a fenced lock
+// takes its token in a second round (fence.go); the validity is checked
+// last; a failed attempt is explained (failure) and cleaned up in the
+// background (cleanup).
+
+// Vote statuses returned by scripts/acquire.lua.
+const (
+	voteGranted     = 1
+	voteTaken       = 0
+	voteSkewed      = -1
+	voteQuarantined = -2
+	voteNoInfo      = -3
+)
+
+// Flags returned by scripts/acquire.lua.
+const (
+	flagNoRunID  = 1 // the node does not report a run id
+	flagRestart  = 2 // a new server process was seen by this vote
+	flagDataLost = 4 // the node had no sentinel: data lost, or new
+)
+
+// vote is one node's answer to the acquisition script.
+type vote struct {
+	status int64
+	value  int64 // fence counter, holder's TTL (ms), skew (ms) or quarantine left (ms)
+	flags  int64
+	nodeUs int64 // node clock in µs, returned with fencing
+}
+
+// request is one acquisition: key, settings and the script arguments that
+// every attempt shares.
+type request struct {
+	key string
+	s   settings
+	// The acquisition script's arguments, boxed once. The token and the
+	// wall clock change with every attempt; attempt fills them in.
+	keyArg  any
+	ttlMs   any
+	acquire [12]any
+}
+
+// Positions of the per-attempt values in request.acquire.
+const (
+	acquireToken = 5 // ARGV[1]
+	acquireWall  = 7 // ARGV[3]
+)
+
+func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
+	if key == "" {
+		return nil, errors.New("redlock: empty key")
+	}
+	if strings.HasPrefix(key, KeyPrefix) {
+		return nil, fmt.Errorf("redlock: key %q is in the prefix %q reserved for the library's own state", key, KeyPrefix)
+	}
+	s := c.defaults
+	if len(opts) > 0 {
+		lc := c.cfg.lock
+		for i, o := range opts {
+			if o == nil {
+				return nil, fmt.Errorf("redlock: lock option %d is nil", i)
+			}
+			o.applyLock(&lc)
+		}
+		var err error
+		if s, err = lc.resolve(c.ns); err != nil {
+			return nil, err
+		}
+	}
+	r := &request{key: key, s: s, keyArg: key, ttlMs: strconv.FormatInt(s.ttl.Milliseconds(), 10)}
+	// Without fencing the script is given the lock key in the counter's
+	// place, and the counter's name is not built.
+	fenceKey, fenceFlag := r.keyArg, "0"
+	if s.fencing {
+		fenceKey, fenceFlag = fencePrefix+key, "1"
+	}
+	r.acquire = [...]any{
+		4, r.keyArg, fenceKey, sentinelKey, runIDKey,
+		nil, r.ttlMs, nil, c.ns.maxSkew.Milliseconds(), c.ns.quarantine.Milliseconds(), fenceFlag,
+		s.requestTimeout.Milliseconds(),
+	}
+	return r, nil
+}
+
+// bounds are the time limits of the request's rounds: decided at the node
+// timeout, each request alive until the request timeout.
+func (r *request) bounds() quorum.Bounds {
+	return quorum.Bounds{Decide: r.s.nodeTimeout, Call: r.s.requestTimeout}
+}
+
+// attempt is one round of the algorithm: SET NX PX on every node at once,
+// decided by majority and validity.
+func (c *Client) attempt(ctx context.Context, req *request, token string) (*Lock, *RoundError) {
+	c.stats.attempts.Add(1)
+	start := c.clk.Now()
+	round := c.startVotes(ctx, req, token)
+	if d := round.Decide(); !d.OK {
+		return nil, c.failure(ctx, req, token, round, nil, "")
+	}
+	var fence uint64
+	if req.s.fencing {
+		var err error
+		if fence, err = c.writeFence(ctx, req, round.Collect()); err != nil {
+			return nil, c.failure(ctx, req, token, round, ErrNoQuorum, err.Error())
+		}
+	}
+	// Validity is computed last, after the fence round: a holder stalled
+	// between the two rounds fails here and never uses its token.
+	if validity(req.s.ttl, c.clk.Since(start), req.s.driftFactor) <= 0 {
+		return nil, c.failure(ctx, req, token, round, ErrExpired, "the votes took longer than the TTL allows")
+	}
+	c.stats.acquired.Add(1)
+	return c.newLock(req, token, fence, deadline(start, req.s.ttl, req.s.driftFactor), round), nil
+}
+
+// startVotes sends the acquisition script to every node at once.
+func (c *Client) startVotes(ctx context.Context, req *request, token string) *quorum.Round[vote] {
+	args := req.acquire
+	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
+	acquire := acquireScript.calls(len(c.nodes), args[:]...)
+	c.bg.add(len(c.nodes))
+	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (vote, bool, error) {
+		defer c.bg.done()
+		n := c.nodes[i]
+		if err := n.start(req.s.requestTimeout); err != nil {
+			c.stats.failed.Add(1)
+			return vote{}, false, err
+		}
+		if err := c.ready(ctx, n); err != nil {
+			n.finish(err)
+			c.stats.failed.Add(1)
+			return vote{}, false, err
+		}
+		v, err := parseVote(acquire.run(ctx, n.rdb, i))
+		n.finish(err)
+		if err != nil {
+			c.stats.failed.Add(1)
+			return vote{}, false, err
+		}
+		c.noteVote(req, n, v)
+		if v.status == voteNoInfo {
+			return v, false, errNoInfoPermission
+		}
+		return v, v.status == voteGranted, nil
+	})
+}
+
+// parseVote reads acquire.lua's {status, value, flags[, node µs]}.
+func parseVote(cmd *redis.Cmd) (vote, error) {
+	res, err := cmd.Slice()
+	if err != nil {
+		return vote{}, err
+	}
+	var v vote
+	if len(res) == 3 || len(res) == 4 {
+		var ok [4]bool
+		v.status, ok[0] = res[0].(int64)
+		v.value, ok[1] = res[1].(int64)
+		v.flags, ok[2] = res[2].(int64)
+		ok[3] = true
+		if len(res) == 4 {
+			v.nodeUs, ok[3] = res[3].(int64)
+		}
+		if ok[0] && ok[1] && ok[2] && ok[3] {
+			return v, nil
+		}
+	}
+	return vote{}, errors.New("malformed reply from the acquisition script")
+}
+
+// noteVote counts and logs what a vote tells about its node, as it arrives,
+// whether or not the round succeeds.
+func (c *Client) noteVote(req *request, n *node, v vote) {
+	if v.flags&flagRestart != 0 {
+		n.reprobe()
+		c.log.node(slog.LevelWarn, n, "redlock: node restarted", "quarantine", c.ns.quarantine,
+			"detail", "a new server process may lack the last lock keys, so it serves the restart quarantine again")
+	}
+	switch v.status {
+	case voteTaken:
+		c.stats.taken.Add(1)
+	case voteSkewed:
+		c.stats.skewed.Add(1)
+		c.log.node(slog.LevelWarn, n, "redlock: node clock skewed", "skew", time.Duration(v.value)*time.Millisecond, "max_skew", c.ns.maxSkew,
+			"detail", "the node does not vote while its clock is off from this client's beyond the bound")
+	case voteQuarantined:
+		c.stats.quarantined.Add(1)
+		c.log.node(slog.LevelInfo, n, "redlock: node in restart quarantine", "votes_in", (time.Duration(v.value) * time.Millisecond).Round(time.Millisecond),
+			"quarantine", c.ns.quarantine,
+			"detail", "its data is younger than the quarantine (the node is new, restarted or lost its data), so it does not vote yet; "+
+				"for a freshly deployed set of nodes, declare them with Client.Bootstrap (quorumlock bootstrap)")
+	case voteNoInfo:
+		c.stats.failed.Add(1)
+		c.log.node(slog.LevelWarn, n, "redlock: node denies INFO", "err", errNoInfoPermission)
+	}
+}
+
+// voteError explains a refused vote.
+func (c *Client) voteError(i int, v vote) *NodeError {
+	d := time.Duration(v.value) * time.Millisecond
+	switch v.status {
+	case voteTaken:
+		return c.nodeError(i, NodeTaken, d, nil)
+	case voteSkewed:
+		return c.nodeError(i, NodeSkewed, d, nil)
+	case voteQuarantined:
+		return c.nodeError(i, NodeQuarantined, d, nil)
+	}
+	return c.nodeError(i, NodeFailed, 0, fmt.Errorf("unknown vote status %d", v.status))
+}
+
+// failure explains a failed attempt by the votes in so far, and starts the
+// cleanup of every node that may hold the key. reason is nil when the votes
+// decide it.
+func (c *Client) failure(ctx context.Context, req *request, token string, round *quorum.Round[vote], reason error, detail string) *RoundError {
+	votes := round.Collect()
+	e := &RoundError{Op: "acquire", Key: req.key, Needed: round.Need(), Reason: reason, detail: detail}
+	var taken int
+	var quarantined []string
+	var quarantineLeft time.Duration
+	for _, v := range votes {
+		switch v.Outcome {
+		case quorum.Yes:
+			e.Granted++
+		case quorum.No:
+			ne := c.voteError(v.Node, v.Value)
+			switch ne.Reason {
+			case NodeTaken:
+				taken++
+			case NodeQuarantined:
+				quarantined = append(quarantined, strconv.Itoa(v.Node))
+				quarantineLeft = max(quarantineLeft, ne.Wait)
+			}
+			e.Nodes = append(e.Nodes, ne)
+		case quorum.Failed:
+			e.Nodes = append(e.Nodes, c.nodeError(v.Node, NodeFailed, 0, v.Err))
+		default: // left out of an early decision, or out of time
+			if round.Expired() {
+				e.Nodes = append(e.Nodes, c.nodeError(v.Node, NodeFailed, 0, errNoAnswer(req)))
+			}
+		}
+	}
+	if e.Reason == nil {
+		switch {
+		case ctx.Err() != nil:
+			e.Reason = ctx.Err()
+		case taken > len(c.nodes)-e.Needed:
+			e.Reason = ErrTaken
+		default:
+			e.Reason = ErrNoQuorum
+			if len(quarantined) > 0 {
+				e.detail = fmt.Sprintf("waiting for the restart quarantine of node %s, up to %v more", strings.Join(quarantined, ", "), quarantineLeft.Round(time.Millisecond))
+			}
+		}
+	}
+	c.cleanup(req, token, round)
+	return e
+}
+
+// cleanup deletes the key of a failed attempt wherever it may have landed:
+// at once on the nodes that granted or failed, and on the nodes that had not
+// answered once their call ends (a late SET must not outlive its delete). It
+// goes on in the background: the caller's ctx does not bound it, the node
+// timeout does.
+func (c *Client) cleanup(req *request, token string, round *quorum.Round[vote]) {
+	c.releaseAfter(req, token, round, false)
+}
