@@ -34,7 +34,7 @@ func errClass(err error) string {
 		name string
 		err  error
 	}{
-		{"ErrNotObtained", redlock.ErrNotObtained}, {"ErrTaken", redlock.ErrTaken}, {"ErrNotHeld", redlock.ErrNotHeld},
+		{"ErrTaken", redlock.ErrTaken}, {"ErrNotHeld", redlock.ErrNotHeld},
 		{"ErrExpired", redlock.ErrExpired}, {"ErrNoQuorum", redlock.ErrNoQuorum},
 		{"DeadlineExceeded", context.DeadlineExceeded}, {"redsync.ErrFailed", redsync.ErrFailed},
 		{"redsync.ErrLockAlreadyExpired", redsync.ErrLockAlreadyExpired},
@@ -102,9 +102,9 @@ func TestBehaviourTable(t *testing.T) {
 		defer oursRelease(h)
 		ours := timed(func() error { _, err := e.ours.TryAcquire(ctx, k); return err })
 		rs := timed(func() error { return e.rs.NewMutex(k).TryLockContext(ctx) })
-		var te *redlock.TakenError
-		if !errors.Is(ours.err, redlock.ErrNotObtained) || !errors.As(ours.err, &te) || te.TTL <= 0 {
-			t.Errorf("quorumlock: %v, want ErrNotObtained with a *TakenError carrying the holder's TTL", ours.err)
+		var re *redlock.RoundError
+		if !errors.Is(ours.err, redlock.ErrTaken) || !errors.As(ours.err, &re) || len(re.Nodes) == 0 || re.Nodes[0].Reason != redlock.NodeTaken || re.Nodes[0].Wait <= 0 {
+			t.Errorf("quorumlock: %v, want ErrTaken with each node's taken vote carrying the holder's TTL", ours.err)
 		}
 		var rt *redsync.ErrTaken
 		if !errors.As(rs.err, &rt) {
@@ -128,8 +128,9 @@ func TestBehaviourTable(t *testing.T) {
 		ours := timed(func() error { _, err := e.ours.Acquire(wait(), k); return err })
 		rs := timed(func() error { return e.rs.NewMutex(k).LockContext(wait()) })
 		// Difference: distinct errors for "context done" vs "taken".
-		if !errors.Is(ours.err, context.DeadlineExceeded) || !errors.Is(ours.err, redlock.ErrNotObtained) || !errors.Is(ours.err, redlock.ErrTaken) {
-			t.Errorf("quorumlock: %v, want DeadlineExceeded + ErrNotObtained + ErrTaken", ours.err)
+		var re *redlock.RoundError
+		if !errors.Is(ours.err, context.DeadlineExceeded) || !errors.As(ours.err, &re) || len(re.Nodes) == 0 || re.Nodes[0].Reason != redlock.NodeTaken {
+			t.Errorf("quorumlock: %v, want DeadlineExceeded with the last attempt's taken votes", ours.err)
 		}
 		if !errors.Is(rs.err, redsync.ErrFailed) || errors.Is(rs.err, context.DeadlineExceeded) {
 			t.Errorf("redsync: %v, want ErrFailed and not DeadlineExceeded (as in its issues #164, #165)", rs.err)
@@ -175,8 +176,8 @@ func TestBehaviourTable(t *testing.T) {
 		// The late holders release.
 		oursLate := timed(func() error { return h.Release(ctx) })
 		rsLate := timed(func() error { _, err := hm.UnlockContext(ctx); return err })
-		if !errors.Is(oursLate.err, redlock.ErrNotHeld) || !errors.Is(oursLate.err, redlock.ErrExpired) {
-			t.Errorf("quorumlock late Release: %v, want ErrNotHeld + ErrExpired", oursLate.err)
+		if !errors.Is(oursLate.err, redlock.ErrExpired) {
+			t.Errorf("quorumlock late Release: %v, want ErrExpired", oursLate.err)
 		}
 		if !errors.Is(rsLate.err, redsync.ErrLockAlreadyExpired) {
 			t.Errorf("redsync late Unlock: %v, want ErrLockAlreadyExpired", rsLate.err)
@@ -212,12 +213,12 @@ func TestBehaviourTable(t *testing.T) {
 		k := key(t)
 		ours := timed(func() error { _, err := e.ours.TryAcquire(ctx, k); return err })
 		rs := timed(func() error { return e.rs.NewMutex(k).TryLockContext(ctx) })
-		if !errors.Is(ours.err, redlock.ErrNotObtained) || errors.Is(ours.err, redlock.ErrTaken) {
-			t.Errorf("quorumlock: %v, want ErrNotObtained, not ErrTaken", ours.err)
+		var ore *redlock.RoundError
+		if !errors.Is(ours.err, redlock.ErrNoQuorum) || errors.Is(ours.err, redlock.ErrTaken) {
+			t.Errorf("quorumlock: %v, want ErrNoQuorum, not ErrTaken", ours.err)
 		}
-		var ne *redlock.NodeError
-		if !errors.As(ours.err, &ne) {
-			t.Errorf("quorumlock: %v carries no *NodeError", ours.err)
+		if !errors.As(ours.err, &ore) || len(ore.Nodes) == 0 || ore.Nodes[0].Reason != redlock.NodeFailed {
+			t.Errorf("quorumlock: %v carries no failed node", ours.err)
 		}
 		var re *redsync.RedisError
 		if !errors.As(rs.err, &re) {

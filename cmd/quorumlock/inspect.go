@@ -162,8 +162,8 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, key)
 		pttl = p.PTTL(ctx, key)
-		fence = p.Get(ctx, redlock.FencePrefix+key)
-		sentinel = p.Get(ctx, redlock.SentinelKey)
+		fence = p.Get(ctx, redlock.KeyPrefix+"fence:"+key)
+		sentinel = p.Get(ctx, redlock.KeyPrefix+"node")
 		now = p.Time(ctx)
 		return nil
 	})

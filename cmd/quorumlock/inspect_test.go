@@ -33,7 +33,7 @@ func holdLock(t *testing.T, tn *testNodes, key string, ttl time.Duration) *redlo
 	for i, c := range clients {
 		nodes[i] = c
 	}
-	locks, err := redlock.New(nodes, redlock.WithNodeTimeout(250*time.Millisecond))
+	locks, err := redlock.New(nodes, redlock.WithNodeTimeout(250*time.Millisecond), redlock.WithTTL(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func holdLock(t *testing.T, tn *testNodes, key string, ttl time.Duration) *redlo
 	if err := locks.Bootstrap(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	l, err := locks.TryAcquire(testCtx(t), key, redlock.WithTTL(ttl), redlock.WithFencing(true))
+	l, err := locks.TryAcquire(testCtx(t), key, redlock.WithFencing(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +97,10 @@ func TestInspectNodeStates(t *testing.T) {
 	// from a minute ago; node 2: nothing.
 	tn.mr[0].Set("k", "tok-a")
 	tn.mr[0].SetTTL("k", 4*time.Second)
-	tn.mr[0].Set(redlock.FencePrefix+"k", "7")
+	tn.mr[0].Set(redlock.KeyPrefix+"fence:k", "7")
 	ahead := time.Now().Add(90 * time.Second)
 	tn.mr[1].SetTime(ahead)
-	tn.mr[1].Set(redlock.SentinelKey, stringInt(ahead.Add(-time.Minute).UnixMilli()))
+	tn.mr[1].Set(redlock.KeyPrefix+"node", stringInt(ahead.Add(-time.Minute).UnixMilli()))
 
 	out, err := execInspect(t, "--nodes", strings.Join(tn.urls, ","), "--json", "k")
 	if err != nil {

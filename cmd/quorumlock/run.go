@@ -228,7 +228,8 @@ func (cfg *runConfig) acquire(ctx context.Context, locks *redlock.Client) (*redl
 		_ = l.Until()
 		return l, nil
 	}
-	if !errors.Is(err, redlock.ErrNotObtained) {
+	var re *redlock.RoundError
+	if !errors.As(err, &re) {
 		return nil, err
 	}
 	var why string
@@ -238,7 +239,7 @@ func (cfg *runConfig) acquire(ctx context.Context, locks *redlock.Client) (*redl
 	case errors.Is(err, context.DeadlineExceeded) && cfg.wait > 0:
 		// The last attempt was cut short, so its votes tell little.
 		why = fmt.Sprintf("not obtained within --wait %v", cfg.wait)
-	case errors.Is(err, redlock.ErrQuarantined):
+	case quarantined(re):
 		why = "nodes in restart quarantine (for freshly deployed nodes only: --bootstrap)"
 	case errors.Is(err, redlock.ErrTaken):
 		why = "held by another owner"
@@ -347,4 +348,14 @@ func childStatus(name string, err error) error {
 		return &exitError{code: 128 + int(ws.Signal()), err: fmt.Errorf("%s: %w", name, err)}
 	}
 	return &exitError{code: ee.ExitCode(), err: fmt.Errorf("%s: %w", name, err)}
+}
+
+// quarantined reports whether some node refused for its restart quarantine.
+func quarantined(re *redlock.RoundError) bool {
+	for _, n := range re.Nodes {
+		if n.Reason == redlock.NodeQuarantined {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -258,16 +259,22 @@ func TestRunExitStatus(t *testing.T) {
 
 func TestRunEnvironment(t *testing.T) {
 	tn := newNodes(t, 3)
-	for want := 1; want <= 2; want++ {
+	var last uint64
+	for run := 1; run <= 2; run++ {
 		cfg, stdout, _ := testRun(tn, "nightly-report", "sh", "-c", `echo "$QUORUMLOCK_KEY $QUORUMLOCK_FENCE $QUORUMLOCK_TOKEN"`)
 		cfg.fencing = true
 		if err := runLocked(testCtx(t), cfg); err != nil {
 			t.Fatal(err)
 		}
 		f := strings.Fields(stdout.String())
-		if len(f) != 3 || f[0] != "nightly-report" || f[1] != string(rune('0'+want)) || len(f[2]) < 16 {
-			t.Errorf("run %d: environment %q, want key, fence %d and a token", want, stdout, want)
+		if len(f) != 3 || f[0] != "nightly-report" || len(f[2]) < 16 {
+			t.Fatalf("run %d: environment %q, want key, fence and a token", run, stdout)
 		}
+		fence, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil || fence <= last {
+			t.Errorf("run %d: fence %q after %d, want a larger one", run, f[1], last)
+		}
+		last = fence
 	}
 	cfg, stdout, _ := testRun(tn, "k", "sh", "-c", `echo "${QUORUMLOCK_FENCE-unset}"`)
 	if err := runLocked(testCtx(t), cfg); err != nil {

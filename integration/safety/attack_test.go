@@ -233,7 +233,7 @@ func TestRestartWithoutPersistence(t *testing.T) {
 	t.Run("quorumlock", func(t *testing.T) {
 		o := runAttack(t, quorumlock, restartNow)
 		requireSafe(t, o)
-		if !errors.Is(o.tryErr, redlock.ErrQuarantined) || !quarantinedNode(o.tryErr, victim) {
+		if !nodeRefused(o.tryErr, victim, redlock.NodeQuarantined) {
 			t.Errorf("B's attempt was refused without node %d's quarantine in the reasons: %v", victim, o.tryErr)
 		}
 		if !errors.Is(o.acquireErr, context.DeadlineExceeded) {
@@ -268,7 +268,7 @@ func TestClockJump(t *testing.T) {
 	t.Run("quorumlock", func(t *testing.T) {
 		o := runAttack(t, quorumlock, clockJump)
 		requireSafe(t, o)
-		if !errors.Is(o.tryErr, redlock.ErrClockSkew) {
+		if !nodeRefused(o.tryErr, -1, redlock.NodeSkewed) {
 			t.Errorf("B's attempt was refused without the clock skew among the reasons: %v", o.tryErr)
 		}
 	})
@@ -294,15 +294,15 @@ func requireViolation(t *testing.T, o outcome) {
 	t.Logf("expected violation: %d overlaps, %v in all", len(o.overlaps), o.overlapTime().Round(time.Millisecond))
 }
 
-// quarantinedNode reports whether err names node i as refusing for the
-// restart quarantine.
-func quarantinedNode(err error, i int) bool {
-	var nerr *redlock.NotObtainedError
-	if !errors.As(err, &nerr) {
+// nodeRefused reports whether err names node i (any node when i < 0) as
+// refusing for the given reason.
+func nodeRefused(err error, i int, reason redlock.NodeReason) bool {
+	var re *redlock.RoundError
+	if !errors.As(err, &re) {
 		return false
 	}
-	for _, n := range nerr.Nodes {
-		if n.Node == i && errors.Is(n, redlock.ErrQuarantined) {
+	for _, n := range re.Nodes {
+		if (i < 0 || n.Node == i) && n.Reason == reason {
 			return true
 		}
 	}
