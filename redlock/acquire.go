@@ -22,7 +22,7 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption)
 		return nil, c.closedError(req)
 	}
 	defer c.calls.done()
-	l, rerr := c.attempt(ctx, req, newToken())
+	l, rerr := c.attempt(ctx, req, newToken(), nil)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -37,12 +37,14 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption)
 // a *RoundError whose Reason is the ctx's error (or ErrClosed), with the
 // last attempt's votes behind it.
 //
-// Goroutines of one Client waiting for the same key queue in FIFO order and
-// only the first of them contends over the network, so waiters in one
-// process are served fairly and do not flood the nodes. While another
-// process holds the key, the first waiter retries when the holder releases
-// (an announcement over pub/sub, see WithWakeup) or after a random delay
-// (WithRetryDelay), whichever comes first.
+// Waiting is fair. Goroutines of one Client waiting for the same key queue in
+// FIFO order and only the first of them contends over the network. Across
+// processes, a waiter whose first attempt failed takes a place in the key's
+// queue on the nodes (WithFairness), so that waiters are served in arrival
+// order; a release wakes only the next one (WithWakeup), the others sleep. A
+// lock released while another goroutine of the same Client waits first in
+// line is handed over without a round trip (same token, same validity;
+// not for fenced locks, which need a new token).
 func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
 	ctx = orBackground(ctx)
 	req, err := c.newRequest(key, opts)
@@ -57,31 +59,21 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 	if err != nil {
 		return nil, &RoundError{Op: "acquire", Key: key, Needed: c.Quorum(), Reason: err, detail: "while waiting behind this Client's other waiters"}
 	}
-	var wake *wakeup
-	defer func() {
-		if wake != nil {
-			c.waker.unregister(wake)
-		}
-	}()
+	// The next of this Client's waiters contends as soon as this one holds:
+	// it takes its place in the nodes' queue and can be handed the lock.
+	defer leave()
+	w := &acquisition{c: c, req: req}
+	defer w.stop()
 	for attempt := 1; ; attempt++ {
 		// A fresh token for every attempt: the cleanup of a failed attempt
 		// can reach a node late, after the next attempt set the key there,
 		// and must not delete that key.
-		l, rerr := c.attempt(ctx, req, newToken())
+		l, rerr := c.attempt(ctx, req, newToken(), w.queued)
 		if rerr == nil {
-			if c.isClosed() {
-				l.abandon()
-				leave()
-				return nil, c.closedError(req)
-			}
-			// Nothing after the attempt may block; still, a lock is
-			// returned only while valid.
-			if !l.Valid() {
-				l.abandon()
-				continue
-			}
-			l.setLeave(leave)
-			return l, nil
+			return w.done(l)
+		}
+		if l := w.handedOver(); l != nil {
+			return w.done(l)
 		}
 		rerr.Attempts = attempt
 		switch {
@@ -91,24 +83,156 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*
 			rerr.Reason = ErrClosed
 		case req.s.tries > 0 && attempt >= req.s.tries:
 		default:
-			if c.ns.wakeup && wake == nil {
-				wake = c.waker.register(key)
-			}
-			// Contend again only once this attempt's own keys are gone,
-			// waiting at most a node timeout for a node that hangs.
-			if err := c.await(ctx, rerr.cleanup, req.s.nodeTimeout); err != nil {
-				rerr.Reason = err
-				break
-			}
-			if err := c.sleep(ctx, retryDelay(req.s, rerr), wake); err == nil {
+			l, err := w.wait(ctx, rerr)
+			switch {
+			case l != nil:
+				return w.done(l)
+			case err == nil:
 				continue
-			} else {
-				rerr.Reason = err
 			}
+			rerr.Reason = err
 		}
-		leave()
 		return nil, rerr
 	}
+}
+
+// acquisition is the waiting state of one Acquire between its attempts.
+type acquisition struct {
+	c      *Client
+	req    *request
+	queued *waiter  // its place in the nodes' queue, once it took one
+	wake   *wakeup  // its release subscription
+	offer  *handoff // its offer to take the lock over within the Client
+}
+
+// wait sleeps between two attempts: until this attempt's cleanup is done,
+// then until a release wakes it, the retry delay passes, or a holder of this
+// Client hands it the lock.
+func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error) {
+	c, req := a.c, a.req
+	joining := false
+	if c.ns.fair && a.queued == nil {
+		a.queued = newWaiter() // queues with the next attempt
+		joining = true
+	}
+	if c.ns.wakeup && a.wake == nil {
+		id := ""
+		if a.queued != nil {
+			id = a.queued.id
+		}
+		a.wake = c.waker.register(req.key, id)
+	}
+	// Contend again only once this attempt's own keys are gone, waiting
+	// at most a node timeout for a node that hangs.
+	if err := c.await(ctx, rerr.cleanup, req.s.nodeTimeout); err != nil {
+		return nil, err
+	}
+	d := retryDelay(req.s, rerr)
+	switch {
+	case joining:
+		d = 0 // take a place in the queue now
+	case a.queued != nil && queuedBehind(rerr, c.Quorum()):
+		// Others are first: sleep until a release names this waiter the
+		// head, refreshing the place in the queue before it expires.
+		d = queueLife(req.s) / 3
+	case a.queued != nil:
+		d = min(d, queueLife(req.s)/3) // refresh the place in time
+	}
+	a.offerHandoff(rerr)
+	return c.sleep(ctx, d, a.wake, a.offer)
+}
+
+// offerHandoff offers to take the lock over when the last attempt showed
+// this waiter first in the key's queue on a majority: the nodes refused it
+// only because the key is held. A hand-over then keeps the arrival order.
+func (a *acquisition) offerHandoff(rerr *RoundError) {
+	c, req := a.c, a.req
+	if !c.ns.fair || a.queued == nil || req.s.fencing || !firstInQueue(rerr, c.Quorum()) {
+		if a.offer != nil && c.queues.withdraw(a.offer) {
+			a.offer = nil
+		}
+		return
+	}
+	if a.offer == nil {
+		a.offer = &handoff{req: req, w: a.queued, ch: make(chan *Lock, 1)}
+	}
+	a.offer.until = c.clk.Now().Add(queueLife(req.s) / 2)
+	c.queues.offer(req.key, a.offer)
+}
+
+// handedOver returns the lock a holder of this Client handed over, if any.
+func (a *acquisition) handedOver() *Lock {
+	if a.offer == nil {
+		return nil
+	}
+	select {
+	case l := <-a.offer.ch:
+		return l
+	default:
+		return nil
+	}
+}
+
+// done hands the caller l, unless the Client closed meanwhile or l is no
+// longer valid; nothing after the attempt may block.
+func (a *acquisition) done(l *Lock) (*Lock, error) {
+	a.stop()
+	if a.c.isClosed() {
+		l.abandon()
+		return nil, a.c.closedError(a.req)
+	}
+	if !l.Valid() {
+		l.abandon()
+		return nil, &RoundError{Op: "acquire", Key: a.req.key, Needed: a.c.Quorum(), Reason: ErrExpired, detail: "the lock's validity ended before it could be returned"}
+	}
+	return l, nil
+}
+
+// stop ends the waiting: the subscription and the offer go; a lock handed
+// over meanwhile is given up.
+func (a *acquisition) stop() {
+	if a.wake != nil {
+		a.c.waker.unregister(a.wake)
+		a.wake = nil
+	}
+	if a.offer != nil {
+		if !a.c.queues.withdraw(a.offer) {
+			if l := a.handedOver(); l != nil {
+				l.abandon()
+			}
+		}
+		a.offer = nil
+	}
+}
+
+// queueLife is how long a waiter's place in a queue lasts without a refresh.
+func queueLife(s settings) time.Duration { return s.ttl }
+
+// queuedBehind reports whether enough nodes put other waiters first that
+// this one cannot win a majority now.
+func queuedBehind(e *RoundError, quorum int) bool {
+	n := 0
+	for _, ne := range e.Nodes {
+		if ne.Reason == NodeQueued {
+			n++
+		}
+	}
+	return n > 0 && e.Granted+len(e.Nodes)-n < quorum
+}
+
+// firstInQueue reports whether a majority refused only because the key is
+// held: each of them checked the queue first, so this waiter leads it there.
+func firstInQueue(e *RoundError, quorum int) bool {
+	n := 0
+	for _, ne := range e.Nodes {
+		switch ne.Reason {
+		case NodeTaken:
+			n++
+		case NodeQueued:
+			return false
+		}
+	}
+	return n >= quorum
 }
 
 func (c *Client) closedError(req *request) *RoundError {
@@ -159,23 +283,29 @@ func (c *Client) await(ctx context.Context, done <-chan struct{}, d time.Duratio
 	return nil
 }
 
-// sleep waits d, or less when a release is announced; it ends early with
-// the ctx's error, or ErrClosed when the Client closes.
-func (c *Client) sleep(ctx context.Context, d time.Duration, wake *wakeup) error {
+// sleep waits d, or less when a release is announced or a lock handed
+// over; it ends early with the ctx's error, or ErrClosed when the Client
+// closes.
+func (c *Client) sleep(ctx context.Context, d time.Duration, wake *wakeup, offer *handoff) (*Lock, error) {
 	t := c.clk.NewTimer(d)
 	defer t.Stop()
 	var woken <-chan struct{}
 	if wake != nil {
 		woken = wake.ch
 	}
+	var handed <-chan *Lock
+	if offer != nil {
+		handed = offer.ch
+	}
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-c.done:
-		return ErrClosed
+		return nil, ErrClosed
 	case <-t.C():
-		return nil
 	case <-woken:
-		return nil
+	case l := <-handed:
+		return l, nil
 	}
+	return nil, nil
 }

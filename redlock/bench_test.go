@@ -30,7 +30,7 @@ func (instantHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return next(ctx, cmd)
 		}
 		switch {
-		case cmd.Args()[2] == 4: // acquire.lua: granted, fence 0, node time
+		case cmd.Args()[2] == 6: // acquire.lua: granted, fence 0, node time
 			c.SetVal([]any{int64(1), int64(0), int64(0), int64(1)})
 		case isFenceCall(cmd.Args()): // fence.lua: raised to the token
 			token, _ := strconv.ParseInt(cmd.Args()[4].(string), 10, 64)

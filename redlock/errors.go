@@ -11,8 +11,9 @@ import (
 // round returns a *RoundError whose Reason is exactly one of them (or the
 // context's error), with the per-node detail behind it.
 var (
-	// ErrTaken: other owners hold the key on enough nodes that no majority
-	// is possible: the lock is held by someone else.
+	// ErrTaken: other owners hold the key, or other waiters are ahead in
+	// its queue, on enough nodes that no majority is possible: the lock is
+	// busy.
 	ErrTaken = errors.New("redlock: taken")
 	// ErrNoQuorum: too few nodes said yes for a decision, and not because
 	// the key is taken: nodes unreachable or slow, in their restart
@@ -101,6 +102,9 @@ const (
 	// NodeNotHeld: the node no longer holds this lock's token (extend,
 	// release).
 	NodeNotHeld
+	// NodeQueued: other waiters are ahead in the key's queue on the node
+	// (Ahead says how many), so it grants the key to them first.
+	NodeQueued
 )
 
 func (r NodeReason) String() string {
@@ -113,6 +117,8 @@ func (r NodeReason) String() string {
 		return "skewed"
 	case NodeNotHeld:
 		return "not held"
+	case NodeQueued:
+		return "queued"
 	default:
 		return "failed"
 	}
@@ -128,7 +134,9 @@ type NodeError struct {
 	// the node votes again; for NodeSkewed, the node's clock minus this
 	// client's.
 	Wait time.Duration
-	Err  error // for NodeFailed: what went wrong
+	// Ahead is, for NodeQueued, how many waiters are ahead of this one.
+	Ahead int
+	Err   error // for NodeFailed: what went wrong
 }
 
 func (e *NodeError) Error() string { return "redlock: " + e.text() }
@@ -153,6 +161,8 @@ func (e *NodeError) text() string {
 		fmt.Fprintf(&b, "clock off by %v from this client's", e.Wait.Round(time.Millisecond))
 	case NodeNotHeld:
 		b.WriteString("token gone")
+	case NodeQueued:
+		fmt.Fprintf(&b, "%d waiters ahead in the queue", e.Ahead)
 	default:
 		b.WriteString(reasonText(e.Err))
 	}

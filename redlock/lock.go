@@ -3,7 +3,6 @@ package redlock
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,11 +33,11 @@ type Lock struct {
 	// only once that call ended.
 	acq *quorum.Round[vote]
 
-	turnMu     sync.Mutex
-	turn       func() // passes this Client's queue turn for the key on
-	turnPassed bool
-
 	ka keepState // auto-extension bookkeeping, guarded by the keeper
+
+	// waiter is the id this lock's holder had in the key's queue ("" when
+	// it never queued): the release takes it out.
+	waiter string
 }
 
 func (c *Client) newLock(req *request, token string, fence uint64, until time.Time, acq *quorum.Round[vote]) *Lock {
@@ -58,36 +57,6 @@ func (l *Lock) onEnd(cause error) {
 		l.c.log.warn("lost "+l.req.key, "redlock: lock lost", "key", l.req.key, "reason", reasonText(cause))
 	}
 	l.c.keeper.remove(l)
-	if !l.released.Load() {
-		// Lost or expired. After a Release the turn passes once the deletes
-		// are done, so that the next waiter does not contend with this
-		// lock's own key.
-		l.passTurn()
-	}
-}
-
-// setLeave hands the lock the client-local queue turn it passes on when it
-// ends; if it has ended already, the turn passes at once.
-func (l *Lock) setLeave(turn func()) {
-	l.turnMu.Lock()
-	passed := l.turnPassed
-	if !passed {
-		l.turn = turn
-	}
-	l.turnMu.Unlock()
-	if passed {
-		turn()
-	}
-}
-
-func (l *Lock) passTurn() {
-	l.turnMu.Lock()
-	turn := l.turn
-	l.turn, l.turnPassed = nil, true
-	l.turnMu.Unlock()
-	if turn != nil {
-		turn()
-	}
 }
 
 // Key returns the locked key.
@@ -195,14 +164,16 @@ func (l *Lock) Release(ctx context.Context) error {
 			l.lease.end(ErrReleased, false)
 		}
 	}
-	rel := l.c.releaseAfter(l.req, l.token, l.acq, l.c.ns.wakeup)
+	if !expired && l.handOver() {
+		return nil
+	}
+	rel := l.c.releaseAfter(l.req, l.token, l.acq, l.c.ns.wakeup, l.waiter)
 	done := true
 	select {
 	case <-rel.r.Done():
 	case <-ctx.Done():
 		done = false
 	}
-	l.passTurn()
 	e := l.c.roundFailure("release", l.req, rel.r, rel.nodes)
 	switch {
 	case expired:
@@ -230,6 +201,55 @@ func countReason(nodes []*NodeError, r NodeReason) int {
 	return n
 }
 
+// handOver passes the lock to a waiter of this Client that showed it is
+// first in the key's queue on the nodes: it takes the same token and the
+// same validity, and the key stays where it is. The lock has already ended
+// for this holder. It reports whether a waiter took it.
+func (l *Lock) handOver() bool {
+	h := l.c.queues.take(l.req.key, l.c.clk.Now())
+	if h == nil {
+		return false
+	}
+	until := l.Until()
+	next := &Lock{c: l.c, req: h.req, token: l.token, acquired: l.c.clk.Now(), acq: l.acq, waiter: h.w.id}
+	next.ka.index = -1
+	next.lease.start(l.c.clk, h.req.key, until, next.onEnd)
+	if h.req.s.autoExtend {
+		l.c.keeper.schedule(next)
+	}
+	h.ch <- next
+	l.c.stats.released.Add(1)
+	l.c.stats.handedOff.Add(1)
+	if l.waiter != "" {
+		l.c.dequeue(l.req, l.waiter, nil) // this holder's place in the queue goes
+	}
+	return true
+}
+
+// dequeue takes a waiter out of the key's queue on the given nodes (all when
+// nil), in the background.
+func (c *Client) dequeue(req *request, id string, nodes []int) *quorum.Round[struct{}] {
+	if nodes == nil {
+		nodes = make([]int, len(c.nodes))
+		for i := range nodes {
+			nodes[i] = i
+		}
+	}
+	deq := dequeueScript.calls(len(nodes), 2, req.queue, req.queueExp, id)
+	c.bg.add(len(nodes))
+	return quorum.Start(context.Background(), len(nodes), req.bounds(), func(ctx context.Context, j int) (struct{}, bool, error) {
+		defer c.bg.done()
+		i := nodes[j]
+		n := c.nodes[i]
+		if err := n.start(req.s.requestTimeout); err != nil {
+			return struct{}{}, false, err
+		}
+		err := deq.run(ctx, n.rdb, j).Err()
+		n.finish(err)
+		return struct{}{}, err == nil, err
+	})
+}
+
 // abandon gives up a lock that must not be returned (the Client closed, or
 // its validity ended before the return): the key is deleted in the
 // background.
@@ -238,7 +258,7 @@ func (l *Lock) abandon() {
 		return
 	}
 	l.lease.end(ErrReleased, false)
-	l.c.releaseAfter(l.req, l.token, l.acq, false)
+	l.c.releaseAfter(l.req, l.token, l.acq, false, l.waiter)
 }
 
 func (l *Lock) roundError(op string, reason error) *RoundError {

@@ -59,11 +59,14 @@ func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// isAcquisition reports an EVAL/EVALSHA with the four keys of acquire.lua.
+// isAcquisition reports an EVAL/EVALSHA with the six keys of acquire.lua.
 func isAcquisition(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	return len(args) > 2 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "4"
+	return len(args) > 2 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "6"
 }
+
+// acquisitionToken is the token argument of an acquisition script call.
+const acquisitionToken = 9
 
 func (h downHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next

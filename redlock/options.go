@@ -63,6 +63,7 @@ type clientConfig struct {
 	maxSkew       time.Duration
 	maxSkewSet    bool
 	wakeup        bool
+	fair          bool
 	logger        *slog.Logger
 	clock         clock.Clock
 }
@@ -76,6 +77,7 @@ func defaultClientConfig() clientConfig {
 			retryMax:    defaultRetryMax,
 		},
 		wakeup: true,
+		fair:   true,
 		clock:  clock.Real{},
 	}
 }
@@ -104,12 +106,13 @@ type nodeSettings struct {
 	quarantine time.Duration // 0: off
 	maxSkew    time.Duration // 0: off
 	wakeup     bool
+	fair       bool
 }
 
 // resolveNodeSettings derives the node-set defaults from the Client's
 // default TTL and checks what the options set.
 func (cfg *clientConfig) resolveNodeSettings() (nodeSettings, error) {
-	ns := nodeSettings{wakeup: cfg.wakeup}
+	ns := nodeSettings{wakeup: cfg.wakeup, fair: cfg.fair}
 	switch {
 	case !cfg.quarantineSet:
 		ns.quarantine = cfg.lock.ttl
@@ -300,6 +303,17 @@ func WithMaxSkew(d time.Duration) Option {
 // holder releases, instead of only after the retry delay. Default on.
 func WithWakeup(on bool) Option {
 	return clientOption(func(c *clientConfig) { c.wakeup = on })
+}
+
+// WithFairness makes waiters queue on the nodes: a waiter whose first
+// attempt failed takes a ticket, the same on every node, and the nodes grant
+// the key only to the waiter with the smallest live ticket, so that waiters
+// of different processes are served in arrival order and a release wakes
+// only the next one. It only refuses votes: it cannot let two holders in.
+// go-redsync/redsync ignores the queue (its SET NX does not look at it), so
+// a redsync contender may overtake quorumlock's waiters. Default on.
+func WithFairness(on bool) Option {
+	return clientOption(func(c *clientConfig) { c.fair = on })
 }
 
 // WithLogger reports what an operator should know, once per fact rather than

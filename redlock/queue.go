@@ -3,12 +3,19 @@ package redlock
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // keyQueues orders the goroutines of one Client that wait for the same key:
-// first come, first served, with only the head of each queue contending over
-// the network. The queue is an optimisation of fairness and load, never of
-// safety: mutual exclusion comes from the nodes alone.
+// first come, first served. Of each key's waiters only one contends over the
+// network at a time (besides the holder); the others wait for their turn
+// here. The queue is an optimisation of fairness and load, never of safety:
+// mutual exclusion comes from the nodes alone.
+//
+// It also hands the lock over within the Client: a contender that has shown
+// it is first in the key's queue on the nodes offers itself, and a holder
+// that releases passes it the lock (same token, same validity) instead of
+// deleting the key and letting the contender win it again over the network.
 type keyQueues struct {
 	mu sync.Mutex
 	m  map[string]*keyQueue
@@ -16,6 +23,17 @@ type keyQueues struct {
 
 type keyQueue struct {
 	waiters []chan struct{} // FIFO; the head owns the turn when closed
+	ready   *handoff        // the contender that can take the lock over
+}
+
+// handoff is a contender's offer to take the lock over.
+type handoff struct {
+	req   *request
+	w     *waiter
+	until time.Time  // the offer stands until then (its proof of place ages)
+	ch    chan *Lock // buffered 1: the lock, once handed over
+	taken bool       // guarded by keyQueues.mu
+	q     *keyQueue  // where it is offered
 }
 
 // enter waits for the caller's turn on key and returns the function that
@@ -66,7 +84,9 @@ func (q *keyQueues) leaver(key string) func() {
 			defer q.mu.Unlock()
 			kq := q.m[key]
 			if len(kq.waiters) == 0 {
-				delete(q.m, key)
+				if kq.ready == nil {
+					delete(q.m, key)
+				}
 				return
 			}
 			next := kq.waiters[0]
@@ -74,4 +94,49 @@ func (q *keyQueues) leaver(key string) func() {
 			close(next)
 		})
 	}
+}
+
+// offer makes h the key's contender ready to take the lock over, until
+// h.until. The caller holds the key's turn.
+func (q *keyQueues) offer(key string, h *handoff) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kq := q.m[key]
+	if kq == nil {
+		return
+	}
+	h.q = kq
+	kq.ready = h
+}
+
+// withdraw takes h's offer back; false when the lock was already handed
+// over (it is then in h.ch, and the caller must take it).
+func (q *keyQueues) withdraw(h *handoff) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if h.taken {
+		return false
+	}
+	if h.q != nil && h.q.ready == h {
+		h.q.ready = nil
+	}
+	return true
+}
+
+// take claims the key's ready contender for a hand-over at now, or returns
+// nil when there is none (or its offer is too old).
+func (q *keyQueues) take(key string, now time.Time) *handoff {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kq := q.m[key]
+	if kq == nil || kq.ready == nil {
+		return nil
+	}
+	h := kq.ready
+	kq.ready = nil
+	if !now.Before(h.until) {
+		return nil
+	}
+	h.taken = true
+	return h
 }

@@ -22,7 +22,7 @@ type release struct {
 // background, on the nodes whose acquisition call still runs, once it ended
 // (a late SET must not outlive its delete). Deletes are bounded by the node
 // timeout, not by any caller's ctx.
-func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], announce bool) release {
+func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], announce bool, holder string) release {
 	votes := acq.Collect()
 	var now, later []int
 	for _, v := range votes {
@@ -33,7 +33,7 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 			later = append(later, v.Node)
 		}
 	}
-	rel := release{r: c.startRelease(req, token, now, announce), nodes: now}
+	rel := release{r: c.startRelease(req, token, now, announce, holder), nodes: now}
 	rel.done = rel.r.Done()
 	if len(later) > 0 {
 		done := make(chan struct{})
@@ -49,7 +49,7 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 				}
 			}
 			if len(hold) > 0 {
-				c.startRelease(req, token, hold, announce).Wait()
+				c.startRelease(req, token, hold, announce, holder).Wait()
 			}
 		})
 	}
@@ -61,12 +61,18 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 // delete that fails (a timeout, a broken connection) is tried again in the
 // background, twice at most: a key left behind blocks every other client
 // for the rest of its TTL.
-func (c *Client) startRelease(req *request, token string, nodes []int, announce bool) *quorum.Round[bool] {
-	channel := ""
+func (c *Client) startRelease(req *request, token string, nodes []int, announce bool, holder string) *quorum.Round[bool] {
+	channel, head := "", "0"
 	if announce {
 		channel = releasedChannel
+		if c.ns.fair {
+			head = "1"
+		}
 	}
-	del := releaseScript.calls(len(nodes), 1, req.keyArg, token, channel)
+	if !c.ns.fair {
+		holder = ""
+	}
+	del := releaseScript.calls(len(nodes), 3, req.keyArg, req.queue, req.queueExp, token, channel, head, holder)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
 		defer c.bg.done()

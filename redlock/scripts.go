@@ -23,6 +23,8 @@ var (
 	fencedSetSrc string
 	//go:embed scripts/bootstrap.lua
 	bootstrapSrc string
+	//go:embed scripts/dequeue.lua
+	dequeueSrc string
 
 	acquireScript   = newScript(acquireSrc)
 	releaseScript   = newScript(releaseSrc)
@@ -30,6 +32,7 @@ var (
 	fenceScript     = newScript(fenceSrc)
 	fencedSetScript = newScript(fencedSetSrc)
 	bootstrapScript = newScript(bootstrapSrc)
+	dequeueScript   = newScript(dequeueSrc)
 )
 
 // KeyPrefix starts every key and channel the library uses besides the lock
@@ -40,8 +43,11 @@ var (
 //	quorumlock:node           per node: node-clock time (ms) its data began
 //	quorumlock:node:run       per node: run id of the server process that wrote it
 //	quorumlock:fence:<key>    per node: the key's fence counter
+//	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
+//	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
 //	quorumlock:fenced:<key>   in the store: highest token FencedSet accepted
-//	quorumlock:released       pub/sub channel of release announcements
+//	quorumlock:released       pub/sub channel of release announcements:
+//	                          "<token> <waiter id at the queue's head> <key>"
 const KeyPrefix = "quorumlock:"
 
 const (
@@ -49,6 +55,8 @@ const (
 	runIDKey        = KeyPrefix + "node:run"
 	fencePrefix     = KeyPrefix + "fence:"
 	fencedPrefix    = KeyPrefix + "fenced:"
+	queuePrefix     = KeyPrefix + "queue:"
+	queueExpPrefix  = KeyPrefix + "queuex:"
 	releasedChannel = KeyPrefix + "released"
 )
 

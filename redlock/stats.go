@@ -10,13 +10,15 @@ type Stats struct {
 	VotesQuarantined uint64 // node votes refused by the restart quarantine
 	VotesSkewed      uint64 // node votes refused by the clock-skew guard
 	VotesFailed      uint64 // node requests that failed or timed out
+	VotesQueued      uint64 // node votes refused because other waiters were ahead in the queue
+	HandedOff        uint64 // locks passed to a waiter of this Client without a round trip
 	Extended         uint64 // successful extensions
 	Released         uint64 // successful releases
 	Lost             uint64 // locks lost while held (expired, extension refused)
 }
 
 type counters struct {
-	acquired, attempts, taken, quarantined, skewed, failed, extended, released, lost atomic.Uint64
+	acquired, attempts, taken, quarantined, skewed, failed, queued, handedOff, extended, released, lost atomic.Uint64
 }
 
 // Stats returns the client's counters.
@@ -25,6 +27,7 @@ func (c *Client) Stats() Stats {
 	return Stats{
 		Acquired: s.acquired.Load(), Attempts: s.attempts.Load(),
 		VotesTaken: s.taken.Load(), VotesQuarantined: s.quarantined.Load(), VotesSkewed: s.skewed.Load(),
-		VotesFailed: s.failed.Load(), Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
+		VotesFailed: s.failed.Load(), VotesQueued: s.queued.Load(), HandedOff: s.handedOff.Load(),
+		Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
 	}
 }

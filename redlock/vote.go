@@ -27,6 +27,7 @@ const (
 	voteSkewed      = -1
 	voteQuarantined = -2
 	voteNoInfo      = -3
+	voteQueued      = -4
 )
 
 // Flags returned by scripts/acquire.lua.
@@ -39,7 +40,7 @@ const (
 // vote is one node's answer to the acquisition script.
 type vote struct {
 	status int64
-	value  int64 // fence counter, holder's TTL (ms), skew (ms) or quarantine left (ms)
+	value  int64 // fence counter, holder's TTL (ms), skew (ms), quarantine left (ms) or waiters ahead
 	flags  int64
 	nodeUs int64 // node clock in µs, returned with fencing
 }
@@ -53,14 +54,31 @@ type request struct {
 	// wall clock change with every attempt; attempt fills them in.
 	keyArg  any
 	ttlMs   any
-	acquire [12]any
+	acquire [18]any
+	// queue and queueExp are the keys of the waiting queue (the lock key
+	// when the Client has no fair queue).
+	queue, queueExp any
 }
 
 // Positions of the per-attempt values in request.acquire.
 const (
-	acquireToken = 5 // ARGV[1]
-	acquireWall  = 7 // ARGV[3]
+	acquireToken  = 7  // ARGV[1]
+	acquireWall   = 9  // ARGV[3]
+	acquireWaiter = 14 // ARGV[8]
+	acquireTicket = 15 // ARGV[9]
 )
+
+// waiter is an Acquire's place in the key's queue on the nodes: an id and a
+// ticket (the client's wall clock in µs when it first queued), the same on
+// every node, so that every node orders the waiters alike.
+type waiter struct {
+	id     string
+	ticket string
+}
+
+func newWaiter() *waiter {
+	return &waiter{id: newToken(), ticket: strconv.FormatInt(time.Now().UnixMicro(), 10)}
+}
 
 func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 	if key == "" {
@@ -84,16 +102,21 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 		}
 	}
 	r := &request{key: key, s: s, keyArg: key, ttlMs: strconv.FormatInt(s.ttl.Milliseconds(), 10)}
-	// Without fencing the script is given the lock key in the counter's
-	// place, and the counter's name is not built.
+	// Without fencing (or a queue) the script is given the lock key in the
+	// counter's (the queue's) place, and the names are not built.
 	fenceKey, fenceFlag := r.keyArg, "0"
 	if s.fencing {
 		fenceKey, fenceFlag = fencePrefix+key, "1"
 	}
+	r.queue, r.queueExp = r.keyArg, r.keyArg
+	fairFlag := "0"
+	if c.ns.fair {
+		r.queue, r.queueExp, fairFlag = queuePrefix+key, queueExpPrefix+key, "1"
+	}
 	r.acquire = [...]any{
-		4, r.keyArg, fenceKey, sentinelKey, runIDKey,
+		6, r.keyArg, fenceKey, sentinelKey, runIDKey, r.queue, r.queueExp,
 		nil, r.ttlMs, nil, c.ns.maxSkew.Milliseconds(), c.ns.quarantine.Milliseconds(), fenceFlag,
-		s.requestTimeout.Milliseconds(),
+		s.requestTimeout.Milliseconds(), "", "0", s.ttl.Milliseconds(), fairFlag,
 	}
 	return r, nil
 }
@@ -106,10 +129,10 @@ func (r *request) bounds() quorum.Bounds {
 
 // attempt is one round of the algorithm: SET NX PX on every node at once,
 // decided by majority and validity.
-func (c *Client) attempt(ctx context.Context, req *request, token string) (*Lock, *RoundError) {
+func (c *Client) attempt(ctx context.Context, req *request, token string, w *waiter) (*Lock, *RoundError) {
 	c.stats.attempts.Add(1)
 	start := c.clk.Now()
-	round := c.startVotes(ctx, req, token)
+	round := c.startVotes(ctx, req, token, w)
 	if d := round.Decide(); !d.OK {
 		return nil, c.failure(ctx, req, token, round, nil, "")
 	}
@@ -126,13 +149,33 @@ func (c *Client) attempt(ctx context.Context, req *request, token string) (*Lock
 		return nil, c.failure(ctx, req, token, round, ErrExpired, "the votes took longer than the TTL allows")
 	}
 	c.stats.acquired.Add(1)
-	return c.newLock(req, token, fence, deadline(start, req.s.ttl, req.s.driftFactor), round), nil
+	l := c.newLock(req, token, fence, deadline(start, req.s.ttl, req.s.driftFactor), round)
+	if w != nil && c.ns.fair {
+		l.waiter = w.id
+		// A node that granted took the waiter out of its queue; the others
+		// must too, or it would stay first there while it holds the lock.
+		c.background(func() {
+			var left []int
+			for _, v := range round.Wait() {
+				if v.Outcome != quorum.Yes {
+					left = append(left, v.Node)
+				}
+			}
+			if len(left) > 0 {
+				c.dequeue(req, w.id, left).Wait()
+			}
+		})
+	}
+	return l, nil
 }
 
 // startVotes sends the acquisition script to every node at once.
-func (c *Client) startVotes(ctx context.Context, req *request, token string) *quorum.Round[vote] {
+func (c *Client) startVotes(ctx context.Context, req *request, token string, w *waiter) *quorum.Round[vote] {
 	args := req.acquire
 	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
+	if w != nil && c.ns.fair {
+		args[acquireWaiter], args[acquireTicket] = w.id, w.ticket
+	}
 	acquire := acquireScript.calls(len(c.nodes), args[:]...)
 	c.bg.add(len(c.nodes))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (vote, bool, error) {
@@ -205,6 +248,8 @@ func (c *Client) noteVote(req *request, n *node, v vote) {
 			"quarantine", c.ns.quarantine,
 			"detail", "its data is younger than the quarantine (the node is new, restarted or lost its data), so it does not vote yet; "+
 				"for a freshly deployed set of nodes, declare them with Client.Bootstrap (quorumlock bootstrap)")
+	case voteQueued:
+		c.stats.queued.Add(1)
 	case voteNoInfo:
 		c.stats.failed.Add(1)
 		c.log.node(slog.LevelWarn, n, "redlock: node denies INFO", "err", errNoInfoPermission)
@@ -221,6 +266,8 @@ func (c *Client) voteError(i int, v vote) *NodeError {
 		return c.nodeError(i, NodeSkewed, d, nil)
 	case voteQuarantined:
 		return c.nodeError(i, NodeQuarantined, d, nil)
+	case voteQueued:
+		return &NodeError{Node: i, Addr: c.nodes[i].addr, Reason: NodeQueued, Ahead: int(v.value)}
 	}
 	return c.nodeError(i, NodeFailed, 0, fmt.Errorf("unknown vote status %d", v.status))
 }
@@ -241,7 +288,7 @@ func (c *Client) failure(ctx context.Context, req *request, token string, round 
 		case quorum.No:
 			ne := c.voteError(v.Node, v.Value)
 			switch ne.Reason {
-			case NodeTaken:
+			case NodeTaken, NodeQueued:
 				taken++
 			case NodeQuarantined:
 				quarantined = append(quarantined, strconv.Itoa(v.Node))
@@ -269,15 +316,9 @@ func (c *Client) failure(ctx context.Context, req *request, token string, round 
 			}
 		}
 	}
-	c.cleanup(req, token, round)
+	// The key may have landed wherever a node granted, failed or had not
+	// answered: it is deleted in the background (see releaseAfter), and
+	// Acquire contends again only once that is done.
+	e.cleanup = c.releaseAfter(req, token, round, false, "").done
 	return e
-}
-
-// cleanup deletes the key of a failed attempt wherever it may have landed:
-// at once on the nodes that granted or failed, and on the nodes that had not
-// answered once their call ends (a late SET must not outlive its delete). It
-// goes on in the background: the caller's ctx does not bound it, the node
-// timeout does.
-func (c *Client) cleanup(req *request, token string, round *quorum.Round[vote]) {
-	c.releaseAfter(req, token, round, false)
 }

@@ -31,9 +31,13 @@ type waker struct {
 
 // wakeup is one waiter's signal. Each node announces a release: last is the
 // token of the release that last woke the waiter, so that the other nodes'
-// announcements of it do not wake it again (guarded by waker.mu).
+// announcements of it do not wake it again (guarded by waker.mu). id is the
+// waiter's place in the key's queue on the nodes ("" when it has none): an
+// announcement that names another waiter as the queue's head does not wake
+// it.
 type wakeup struct {
 	key  string
+	id   string
 	ch   chan struct{} // buffered 1
 	last string
 }
@@ -44,10 +48,11 @@ func newWaker(c *Client) *waker {
 	return w
 }
 
-// register starts listening for releases of key. It never blocks on the
-// network: a waiter that hears nothing still retries after its delay.
-func (w *waker) register(key string) *wakeup {
-	wu := &wakeup{key: key, ch: make(chan struct{}, 1)}
+// register starts listening for releases of key, for the waiter with queue
+// id ("" for none). It never blocks on the network: a waiter that hears
+// nothing still retries after its delay.
+func (w *waker) register(key, id string) *wakeup {
+	wu := &wakeup{key: key, id: id, ch: make(chan struct{}, 1)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -101,18 +106,22 @@ func (w *waker) listen(n *node) {
 			if !ok {
 				return
 			}
-			if token, key, ok := strings.Cut(m.Payload, " "); ok {
-				w.deliver(key, token)
+			token, rest, ok1 := strings.Cut(m.Payload, " ")
+			head, key, ok2 := strings.Cut(rest, " ")
+			if ok1 && ok2 {
+				w.deliver(key, token, head)
 			}
 		}
 	}
 }
 
-func (w *waker) deliver(key, token string) {
+// deliver wakes the waiters of key for the release of token: the one named
+// head, or all of them when no queue named one.
+func (w *waker) deliver(key, token, head string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for wu := range w.keys[key] {
-		if wu.last == token {
+		if wu.last == token || (head != "" && head != wu.id) {
 			continue
 		}
 		wu.last = token

@@ -1,6 +1,6 @@
 -- One node's vote for a lock, atomically: the clock-skew guard, the restart
--- quarantine (data lost, or a new server process behind the address), then
--- SET NX PX.
+-- quarantine (data lost, or a new server process behind the address), the
+-- waiting queue, then SET NX PX.
 --
 -- KEYS[1] lock key           ARGV[1] token
 -- KEYS[2] fence counter key  ARGV[2] TTL in ms
@@ -8,10 +8,15 @@
 --         the lock key again)
 -- KEYS[3] node sentinel key  ARGV[3] caller's wall clock in ms
 -- KEYS[4] node run id key    ARGV[4] largest clock skew allowed in ms (0: no check)
---                            ARGV[5] restart quarantine in ms (0: no check)
---                            ARGV[6] "1" to return the fence counter and the node time
---                            ARGV[7] how late a request may arrive in ms: a
+-- KEYS[5] queue (sorted set) ARGV[5] restart quarantine in ms (0: no check)
+-- KEYS[6] queue entries'     ARGV[6] "1" to return the fence counter and the node time
+--         expiry (hash)      ARGV[7] how late a request may arrive in ms: a
 --                                    delayed request looks like a clock ahead
+--         (callers without   ARGV[8] waiter id to register in the queue ("" for none)
+--         a queue pass the   ARGV[9] the waiter's ticket: its place in the queue,
+--         lock key again)            the same on every node
+--                            ARGV[10] queue entry lifetime in ms, refreshed by each attempt
+--                            ARGV[11] "1" to grant the key only to the queue's head
 --
 -- Returns {status, value, flags[, node time in µs]}:
 --   { 1, counter}  granted; counter is the node's fence counter (0 unless asked)
@@ -19,6 +24,8 @@
 --   {-1, skew}     refused: node clock − caller clock is skew ms, beyond the bound
 --   {-2, left}     refused: the node's data is younger than the quarantine, left ms to go
 --   {-3, 0}        refused: the ACL denies INFO, which the quarantine needs
+--   {-4, ahead}    refused: other waiters are ahead in the queue (ahead of them,
+--                  or the queue's length for a caller not in it)
 -- flags: 1 the node does not report a run id (INFO server unsupported),
 --        2 a new server process was seen now (its run id changed),
 --        4 the node had no sentinel: its data was lost, or it is new.
@@ -89,7 +96,45 @@ if quarantine > 0 then
 	end
 end
 
+-- The queue: a sorted set of waiter ids by ticket, and each entry's expiry.
+-- A waiter that stops refreshing its entry (it died, gave up, or holds the
+-- lock) drops out once the entry expires. Only the head may be granted the
+-- key; a caller not in the queue only when it is empty.
+local me = ARGV[8]
+if ARGV[11] == '1' then
+	local life = tonumber(ARGV[10])
+	if me ~= '' then
+		redis.call('ZADD', KEYS[5], 'NX', ARGV[9], me)
+		redis.call('HSET', KEYS[6], me, now + life)
+		redis.call('PEXPIRE', KEYS[5], life)
+		redis.call('PEXPIRE', KEYS[6], life)
+	end
+	local head
+	while true do
+		local first = redis.call('ZRANGE', KEYS[5], 0, 0)
+		if #first == 0 then
+			break
+		end
+		if tonumber(redis.call('HGET', KEYS[6], first[1]) or '0') > now then
+			head = first[1]
+			break
+		end
+		redis.call('ZREM', KEYS[5], first[1])
+		redis.call('HDEL', KEYS[6], first[1])
+	end
+	if head and head ~= me then
+		if me ~= '' then
+			return reply(-4, redis.call('ZRANK', KEYS[5], me), flags)
+		end
+		return reply(-4, redis.call('ZCARD', KEYS[5]), flags)
+	end
+end
+
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	if me ~= '' then
+		redis.call('ZREM', KEYS[5], me)
+		redis.call('HDEL', KEYS[6], me)
+	end
 	if fenced then
 		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
 	end
