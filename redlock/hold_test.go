@@ -329,3 +329,58 @@ func TestDoneOnRelease(t *testing.T) {
 		t.Fatalf("after release: Err %v Valid %v", l.Err(), l.Valid())
 	}
 }
+
+// Extension repairs: a node that lost the key of a valid lock (a restart
+// without its data) gets it back, so a lock survives the nodes restarting
+// one after another. Without the quarantine there is no repair, and the
+// lock is lost once a majority restarted.
+func TestExtendRepairsRollingRestart(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("quarantine=%v", on), func(t *testing.T) {
+			tn := newNodes(t, 3)
+			var opts []Option
+			if !on {
+				opts = append(opts, WithQuarantine(0))
+			}
+			c := newClient(t, tn, opts...)
+			other := newClient(t, tn, opts...)
+			l, err := c.TryAcquire(bg(), "roll")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mr := range tn.mr {
+				waitFor(t, func() bool { return mr.Exists("roll") })
+			}
+			for i, mr := range tn.mr {
+				mr.FlushAll() // node i restarts without its data
+				err := l.Extend(bg())
+				if on {
+					if err != nil {
+						t.Fatalf("after node %d restarted: %v", i, err)
+					}
+					waitFor(t, func() bool { v, _ := mr.Get("roll"); return v == l.Token() })
+					if _, err := other.TryAcquire(bg(), "roll"); !errors.Is(err, ErrTaken) && !errors.Is(err, ErrNoQuorum) {
+						t.Fatalf("another client during the rolling restart: %v", err)
+					}
+					continue
+				}
+				if i == 0 && err != nil {
+					t.Fatalf("one node restarted, quarantine off: %v", err)
+				}
+				if i == 1 {
+					if !errors.Is(err, ErrNotHeld) {
+						t.Fatalf("a majority restarted with no repair: %v, want ErrNotHeld", err)
+					}
+					if mr.Exists("roll") {
+						t.Fatal("repaired with the quarantine off")
+					}
+					return
+				}
+			}
+			if s := c.Stats(); s.Repaired != 3 || !l.Valid() {
+				t.Fatalf("stats %+v, valid %v: want 3 repairs and the lock held", s, l.Valid())
+			}
+			_ = l.Release(bg())
+		})
+	}
+}

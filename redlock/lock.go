@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -265,9 +266,17 @@ func (l *Lock) roundError(op string, reason error) *RoundError {
 	return &RoundError{Op: op, Key: l.req.key, Needed: l.c.Quorum(), Reason: reason}
 }
 
-// startExtend resets the key's TTL on every node where it holds token.
+// startExtend resets the key's TTL on every node where it holds token and,
+// with the restart quarantine on, sets it again on the nodes that lost it
+// (see scripts/extend.lua): a lock that is extended survives the nodes
+// restarting one after another without their data. It is called only while
+// the lock is valid.
 func (c *Client) startExtend(ctx context.Context, req *request, token string) *quorum.Round[bool] {
-	ext := extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs)
+	repair := "0"
+	if c.ns.quarantine > 0 {
+		repair = "1"
+	}
+	ext := extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs, repair)
 	c.bg.add(len(c.nodes))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (bool, bool, error) {
 		defer c.bg.done()
@@ -277,7 +286,12 @@ func (c *Client) startExtend(ctx context.Context, req *request, token string) *q
 		}
 		got, err := ext.run(ctx, n.rdb, i).Int64()
 		n.finish(err)
-		return got == 1, got == 1, err
+		if got == 2 {
+			c.stats.repaired.Add(1)
+			c.log.node(slog.LevelInfo, n, "redlock: lock key repaired", "key", req.key,
+				"detail", "the node had lost the key of a valid lock (a restart without its data); the extension set it again")
+		}
+		return got > 0, got > 0, err
 	})
 }
 

@@ -13,12 +13,13 @@ type Stats struct {
 	VotesQueued      uint64 // node votes refused because other waiters were ahead in the queue
 	HandedOff        uint64 // locks passed to a waiter of this Client without a round trip
 	Extended         uint64 // successful extensions
+	Repaired         uint64 // lock keys set again by an extension on a node that had lost them
 	Released         uint64 // successful releases
 	Lost             uint64 // locks lost while held (expired, extension refused)
 }
 
 type counters struct {
-	acquired, attempts, taken, quarantined, skewed, failed, queued, handedOff, extended, released, lost atomic.Uint64
+	acquired, attempts, taken, quarantined, skewed, failed, queued, handedOff, repaired, extended, released, lost atomic.Uint64
 }
 
 // Stats returns the client's counters.
@@ -28,6 +29,6 @@ func (c *Client) Stats() Stats {
 		Acquired: s.acquired.Load(), Attempts: s.attempts.Load(),
 		VotesTaken: s.taken.Load(), VotesQuarantined: s.quarantined.Load(), VotesSkewed: s.skewed.Load(),
 		VotesFailed: s.failed.Load(), VotesQueued: s.queued.Load(), HandedOff: s.handedOff.Load(),
-		Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
+		Repaired: s.repaired.Load(), Extended: s.extended.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
 	}
 }
