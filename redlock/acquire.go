@@ -12,8 +12,9 @@ import (
 // ErrNoQuorum when too few nodes said yes for other reasons (unreachable,
 // in their restart quarantine, skewed clocks: see its Nodes), ErrExpired, or
 // the ctx's error.
-func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption) (l *Lock, err error) {
 	ctx = orBackground(ctx)
+	defer c.recordAcquire(time.Now(), &err)
 	req, err := c.newRequest(key, opts)
 	if err != nil {
 		return nil, err
@@ -45,8 +46,11 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption)
 // lock released while another goroutine of the same Client waits first in
 // line is handed over without a round trip (same token, same validity;
 // not for fenced locks, which need a new token).
-func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (*Lock, error) {
+func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_ *Lock, err error) {
 	ctx = orBackground(ctx)
+	defer c.recordAcquire(time.Now(), &err)
+	c.stats.waiting.Add(1)
+	defer c.stats.waiting.Add(-1)
 	req, err := c.newRequest(key, opts)
 	if err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ type Client struct {
 	waker    *waker
 	keeper   *keeper
 	stats    counters
+	meters   *meters
 
 	idMu   sync.Mutex
 	runIDs map[string]int // server run id → node index, to find one server listed twice
@@ -115,6 +116,9 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	if err := c.checkAddresses(); err != nil {
 		return nil, err
 	}
+	if err := c.initMetrics(cfg.meters); err != nil {
+		return nil, fmt.Errorf("redlock: metrics: %w", err)
+	}
 	c.waker = newWaker(c)
 	c.keeper = newKeeper(c)
 	return c, nil
@@ -189,7 +193,7 @@ func (c *Client) Close() error {
 	c.keeper.stop()
 	err := c.waker.close()
 	c.bg.wait()
-	return err
+	return errors.Join(err, c.meters.reg.Unregister())
 }
 
 // enter registers an acquisition; false when the Client is closed.
@@ -286,6 +290,8 @@ type node struct {
 	// calls fail at once.
 	pending    atomic.Int32
 	lastAnswer atomic.Int64 // unix ns
+
+	votes [numOutcomes]atomic.Uint64 // acquisition votes by outcome
 
 	// First contact: the server's identity and configuration are checked
 	// once per server process.

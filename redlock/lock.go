@@ -2,8 +2,8 @@ package redlock
 
 import (
 	"context"
-	"log/slog"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +44,7 @@ type Lock struct {
 func (c *Client) newLock(req *request, token string, fence uint64, until time.Time, acq *quorum.Round[vote]) *Lock {
 	l := &Lock{c: c, req: req, token: token, fence: fence, acquired: c.clk.Now(), acq: acq}
 	l.ka.index = -1
+	c.stats.holding.Add(1)
 	l.lease.start(c.clk, req.key, until, l.onEnd)
 	if req.s.autoExtend {
 		c.keeper.schedule(l)
@@ -53,6 +54,8 @@ func (c *Client) newLock(req *request, token string, fence uint64, until time.Ti
 
 // onEnd runs once when the lease ends.
 func (l *Lock) onEnd(cause error) {
+	l.c.stats.holding.Add(-1)
+	l.c.recordHeld(l.c.clk.Since(l.acquired), cause)
 	if errors.Is(cause, ErrLockLost) {
 		l.c.stats.lost.Add(1)
 		l.c.log.warn("lost "+l.req.key, "redlock: lock lost", "key", l.req.key, "reason", reasonText(cause))
@@ -125,6 +128,7 @@ func (l *Lock) Extend(ctx context.Context) error {
 	switch {
 	case d.No >= r.Need():
 		e.Reason = ErrNotHeld
+		l.c.stats.extendRefused.Add(1)
 		l.lease.end(withDetail(ErrNotHeld, "a majority of nodes no longer holds the token"), true)
 		return e
 	case d.OK:
@@ -134,6 +138,7 @@ func (l *Lock) Extend(ctx context.Context) error {
 	default:
 		e.Reason = ErrNoQuorum
 	}
+	l.c.stats.extendFailed.Add(1)
 	l.lease.noteFailure(e)
 	return e
 }
@@ -214,6 +219,7 @@ func (l *Lock) handOver() bool {
 	until := l.Until()
 	next := &Lock{c: l.c, req: h.req, token: l.token, acquired: l.c.clk.Now(), acq: l.acq, waiter: h.w.id}
 	next.ka.index = -1
+	l.c.stats.holding.Add(1)
 	next.lease.start(l.c.clk, h.req.key, until, next.onEnd)
 	if h.req.s.autoExtend {
 		l.c.keeper.schedule(next)

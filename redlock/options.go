@@ -7,6 +7,8 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/quorumlock/quorumlock/clock"
 )
 
@@ -66,6 +68,7 @@ type clientConfig struct {
 	fair          bool
 	logger        *slog.Logger
 	clock         clock.Clock
+	meters        metric.MeterProvider
 }
 
 func defaultClientConfig() clientConfig {

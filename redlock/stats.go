@@ -20,6 +20,8 @@ type Stats struct {
 
 type counters struct {
 	acquired, attempts, taken, quarantined, skewed, failed, queued, handedOff, repaired, extended, released, lost atomic.Uint64
+	extendRefused, extendFailed                                                                                   atomic.Uint64
+	holding, waiting                                                                                              atomic.Int64
 }
 
 // Stats returns the client's counters.

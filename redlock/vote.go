@@ -183,17 +183,20 @@ func (c *Client) startVotes(ctx context.Context, req *request, token string, w *
 		n := c.nodes[i]
 		if err := n.start(req.s.requestTimeout); err != nil {
 			c.stats.failed.Add(1)
+			n.votes[outFailed].Add(1)
 			return vote{}, false, err
 		}
 		if err := c.ready(ctx, n); err != nil {
 			n.finish(err)
 			c.stats.failed.Add(1)
+			n.votes[outFailed].Add(1)
 			return vote{}, false, err
 		}
 		v, err := parseVote(acquire.run(ctx, n.rdb, i))
 		n.finish(err)
 		if err != nil {
 			c.stats.failed.Add(1)
+			n.votes[outFailed].Add(1)
 			return vote{}, false, err
 		}
 		c.noteVote(req, n, v)
@@ -236,22 +239,29 @@ func (c *Client) noteVote(req *request, n *node, v vote) {
 			"detail", "a new server process may lack the last lock keys, so it serves the restart quarantine again")
 	}
 	switch v.status {
+	case voteGranted:
+		n.votes[outGranted].Add(1)
 	case voteTaken:
 		c.stats.taken.Add(1)
+		n.votes[outTaken].Add(1)
 	case voteSkewed:
+		n.votes[outSkewed].Add(1)
 		c.stats.skewed.Add(1)
 		c.log.node(slog.LevelWarn, n, "redlock: node clock skewed", "skew", time.Duration(v.value)*time.Millisecond, "max_skew", c.ns.maxSkew,
 			"detail", "the node does not vote while its clock is off from this client's beyond the bound")
 	case voteQuarantined:
 		c.stats.quarantined.Add(1)
+		n.votes[outQuarantined].Add(1)
 		c.log.node(slog.LevelInfo, n, "redlock: node in restart quarantine", "votes_in", (time.Duration(v.value) * time.Millisecond).Round(time.Millisecond),
 			"quarantine", c.ns.quarantine,
 			"detail", "its data is younger than the quarantine (the node is new, restarted or lost its data), so it does not vote yet; "+
 				"for a freshly deployed set of nodes, declare them with Client.Bootstrap (quorumlock bootstrap)")
 	case voteQueued:
 		c.stats.queued.Add(1)
+		n.votes[outQueued].Add(1)
 	case voteNoInfo:
 		c.stats.failed.Add(1)
+		n.votes[outFailed].Add(1)
 		c.log.node(slog.LevelWarn, n, "redlock: node denies INFO", "err", errNoInfoPermission)
 	}
 }
