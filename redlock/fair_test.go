@@ -247,3 +247,27 @@ func TestFairnessOff(t *testing.T) {
 	}
 	_ = h.Release(bg())
 }
+
+// An offer is handed one lock at most: offered again after it was taken (its
+// waiter had not yet noticed), it is not taken twice.
+func TestHandoffOfferTakenOnce(t *testing.T) {
+	var q keyQueues
+	leave, err := q.enter(bg(), nil, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
+	now := time.Now()
+	h := &handoff{until: now.Add(time.Minute), ch: make(chan *Lock, 1), w: &waiter{id: "w"}}
+	q.offer("k", h)
+	if q.take("k", now) != h {
+		t.Fatal("a standing offer was not taken")
+	}
+	q.offer("k", h) // the waiter's loop offers again before it sees the lock
+	if got := q.take("k", now); got != nil {
+		t.Fatal("a spent offer was taken a second time: its lock would sit in a channel nobody reads, the key held by no one")
+	}
+	if q.withdraw(h) {
+		t.Fatal("withdraw of a taken offer reported no hand-over")
+	}
+}

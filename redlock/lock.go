@@ -173,7 +173,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	if !expired && l.handOver() {
 		return nil
 	}
-	rel := l.c.releaseAfter(l.req, l.token, l.acq, l.c.ns.wakeup, l.waiter)
+	rel := l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter)
 	done := true
 	select {
 	case <-rel.r.Done():
@@ -265,7 +265,7 @@ func (l *Lock) abandon() {
 		return
 	}
 	l.lease.end(ErrReleased, false)
-	l.c.releaseAfter(l.req, l.token, l.acq, false, l.waiter)
+	l.c.releaseAfter(l.req, l.token, l.acq, true, false, l.waiter)
 }
 
 func (l *Lock) roundError(op string, reason error) *RoundError {

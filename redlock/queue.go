@@ -102,8 +102,8 @@ func (q *keyQueues) offer(key string, h *handoff) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	kq := q.m[key]
-	if kq == nil {
-		return
+	if kq == nil || h.taken {
+		return // a handed-over offer is spent: its lock waits in h.ch
 	}
 	h.q = kq
 	kq.ready = h
@@ -134,7 +134,7 @@ func (q *keyQueues) take(key string, now time.Time) *handoff {
 	}
 	h := kq.ready
 	kq.ready = nil
-	if !now.Before(h.until) {
+	if h.taken || !now.Before(h.until) {
 		return nil
 	}
 	h.taken = true

@@ -20,17 +20,18 @@ type release struct {
 // it after the acquisition round acq: at once on the nodes that granted or
 // failed (the SET may have landed) — the returned round — and, in the
 // background, on the nodes whose acquisition call still runs, once it ended
-// (a late SET must not outlive its delete). Deletes are bounded by the node
-// timeout, not by any caller's ctx.
-func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], announce bool, holder string) release {
+// (a late SET must not outlive its delete). A held lock (held) is deleted on
+// the nodes that refused it too: an extension may have repaired the key
+// there. Deletes are bounded by the node timeout, not by any caller's ctx.
+func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string) release {
 	votes := acq.Collect()
 	var now, later []int
 	for _, v := range votes {
-		switch v.Outcome {
-		case quorum.Yes, quorum.Failed:
-			now = append(now, v.Node)
-		case quorum.Pending:
+		switch {
+		case v.Outcome == quorum.Pending:
 			later = append(later, v.Node)
+		case v.Outcome != quorum.No || held:
+			now = append(now, v.Node)
 		}
 	}
 	rel := release{r: c.startRelease(req, token, now, announce, holder), nodes: now}
@@ -44,7 +45,7 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 			final := acq.Wait()
 			var hold []int
 			for _, i := range later {
-				if final[i].Outcome != quorum.No {
+				if final[i].Outcome != quorum.No || held {
 					hold = append(hold, i)
 				}
 			}

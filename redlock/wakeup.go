@@ -29,17 +29,20 @@ type waker struct {
 	errs   []error
 }
 
-// wakeup is one waiter's signal. Each node announces a release: last is the
-// token of the release that last woke the waiter, so that the other nodes'
-// announcements of it do not wake it again (guarded by waker.mu). id is the
+// wakeup is one waiter's signal. Each node announces a release once it
+// deleted the key there: the waiter wakes when a majority of nodes has
+// announced it, so that its attempt finds a majority free (on the first
+// announcement it would meet the key still held on the other nodes, and
+// sleep again), and only once per release. token and heard count the
+// announcements of the latest release (guarded by waker.mu). id is the
 // waiter's place in the key's queue on the nodes ("" when it has none): an
-// announcement that names another waiter as the queue's head does not wake
-// it.
+// announcement that names another waiter as the queue's head does not count.
 type wakeup struct {
-	key  string
-	id   string
-	ch   chan struct{} // buffered 1
-	last string
+	key   string
+	id    string
+	ch    chan struct{} // buffered 1
+	token string
+	heard int
 }
 
 func newWaker(c *Client) *waker {
@@ -115,16 +118,24 @@ func (w *waker) listen(n *node) {
 	}
 }
 
-// deliver wakes the waiters of key for the release of token: the one named
-// head, or all of them when no queue named one.
+// deliver counts an announcement of the release of token and wakes the
+// waiters of key once a majority announced it: the one named head, or all
+// of them when no queue named one.
 func (w *waker) deliver(key, token, head string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	quorum := w.c.Quorum()
 	for wu := range w.keys[key] {
-		if wu.last == token || (head != "" && head != wu.id) {
+		if head != "" && head != wu.id {
 			continue
 		}
-		wu.last = token
+		if wu.token != token {
+			wu.token, wu.heard = token, 0
+		}
+		wu.heard++
+		if wu.heard != quorum {
+			continue
+		}
 		select {
 		case wu.ch <- struct{}{}:
 		default:
