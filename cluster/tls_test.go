@@ -2,14 +2,9 @@ package cluster_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"strings"
@@ -21,36 +16,6 @@ import (
 	"github.com/quorumlock/quorumlock/cluster"
 	"github.com/quorumlock/quorumlock/cluster/clustertest"
 )
-
-// otherCA returns a pool with a freshly made CA that signed nothing the
-// cluster uses.
-func otherCA(t *testing.T) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "some other CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
-}
 
 // pingURL connects with a client made from a redis:// or rediss:// URL,
 // adjusted by adjust, and sends one PING.
@@ -101,7 +66,7 @@ func TestTLSConnections(t *testing.T) {
 		}
 	}
 
-	err := pingURL(t, "rediss://:"+password+"@127.0.0.1:"+p, func(o *redis.Options) { o.TLSConfig.RootCAs = otherCA(t) })
+	err := pingURL(t, "rediss://:"+password+"@127.0.0.1:"+p, func(o *redis.Options) { o.TLSConfig.RootCAs = clustertest.UnrelatedCA(t) })
 	var unknown x509.UnknownAuthorityError
 	if !errors.As(err, &unknown) {
 		t.Errorf("rediss:// with another CA: %v (%T); want x509.UnknownAuthorityError", err, err)

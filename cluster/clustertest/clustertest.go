@@ -4,6 +4,12 @@ package clustertest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"os"
 	"testing"
 	"time"
@@ -65,4 +71,35 @@ func NewDocker(t testing.TB, n int) *cluster.Cluster {
 func NewEmbedded(t testing.TB, n int) *cluster.Cluster {
 	t.Helper()
 	return New(t, cluster.Options{Backend: cluster.BackendEmbedded, Nodes: n})
+}
+
+// UnrelatedCA returns a pool holding a CA made for the call, which signed
+// nothing: a client that trusts only it must refuse every node's
+// certificate.
+func UnrelatedCA(t testing.TB) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "unrelated CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool
 }
