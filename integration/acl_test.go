@@ -99,12 +99,12 @@ func (e *aclEnv) resetLog(t *testing.T) {
 
 // denial is one ACL LOG entry: what was refused to whom.
 type denial struct {
-	node     int
-	user     string
-	reason   string // command, key, channel, auth
-	context  string // toplevel, lua, multi
-	object   string
-	count    int64
+	node    int
+	user    string
+	reason  string // command, key, channel, auth
+	context string // toplevel, lua, multi
+	object  string
+	count   int64
 }
 
 func (d denial) String() string {
