@@ -32,7 +32,8 @@ type Certs struct {
 	// ClientCert is the same client certificate, loaded.
 	ClientCert tls.Certificate
 
-	serverCertFile, serverKeyFile string
+	// ServerCertFile and ServerKeyFile are what the nodes present.
+	ServerCertFile, ServerKeyFile string
 }
 
 // Config returns a new client configuration that trusts the CA only and
@@ -52,8 +53,15 @@ func (c *Certs) Config() *tls.Config {
 // certificates with its faked clock.
 const certValidity = 30 * 24 * time.Hour
 
-// newCerts makes the CA, the server and the client certificate and writes
-// them as PEM files into dir.
+// NewCerts makes a CA, a server certificate for 127.0.0.1, ::1 and
+// localhost and a client certificate, all valid for 30 days either side of
+// now, and writes them as PEM files into dir (ca.crt, server.crt,
+// server.key, client.crt, client.key). Docker clusters with Options.TLS
+// get theirs at New; tests of TLS clients can make more.
+func NewCerts(dir string) (*Certs, error) {
+	return newCerts(dir, filepath.Base(dir))
+}
+
 func newCerts(dir, name string) (*Certs, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -78,8 +86,8 @@ func newCerts(dir, name string) (*Certs, error) {
 		CertPool:       x509.NewCertPool(),
 		ClientCertFile: filepath.Join(dir, "client.crt"),
 		ClientKeyFile:  filepath.Join(dir, "client.key"),
-		serverCertFile: filepath.Join(dir, "server.crt"),
-		serverKeyFile:  filepath.Join(dir, "server.key"),
+		ServerCertFile: filepath.Join(dir, "server.crt"),
+		ServerKeyFile:  filepath.Join(dir, "server.key"),
 	}
 	c.CertPool.AddCert(caCert)
 	if err := writePEM(c.CAFile, "CERTIFICATE", caDER, 0o644); err != nil {
@@ -118,7 +126,7 @@ func newCerts(dir, name string) (*Certs, error) {
 		}
 		return tls.LoadX509KeyPair(certFile, keyFile)
 	}
-	if _, err := leaf("localhost", x509.ExtKeyUsageServerAuth, c.serverCertFile, c.serverKeyFile); err != nil {
+	if _, err := leaf("localhost", x509.ExtKeyUsageServerAuth, c.ServerCertFile, c.ServerKeyFile); err != nil {
 		return nil, err
 	}
 	if c.ClientCert, err = leaf("quorumlock client", x509.ExtKeyUsageClientAuth, c.ClientCertFile, c.ClientKeyFile); err != nil {

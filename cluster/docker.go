@@ -210,8 +210,8 @@ func (d *dockerBackend) args(p Persistence) []string {
 		}
 		// Later arguments win: the plain port is closed.
 		args = append(args, "--port", "0", "--tls-port", "6379",
-			"--tls-cert-file", "/conf/"+filepath.Base(d.c.certs.serverCertFile),
-			"--tls-key-file", "/conf/"+filepath.Base(d.c.certs.serverKeyFile),
+			"--tls-cert-file", "/conf/"+filepath.Base(d.c.certs.ServerCertFile),
+			"--tls-key-file", "/conf/"+filepath.Base(d.c.certs.ServerKeyFile),
 			"--tls-ca-cert-file", "/conf/"+filepath.Base(d.c.certs.CAFile),
 			"--tls-auth-clients", clientAuth)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -27,6 +28,11 @@ type externalNode struct {
 func newExternalNode(rawURL string, allowRemote bool) (*externalNode, error) {
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// Its message quotes the URL, password included.
+			err = errors.New("not a valid URL")
+		}
 		return nil, fmt.Errorf("cluster: bad URL %q: %w", redactURL(rawURL), err)
 	}
 	host, _, err := net.SplitHostPort(o.Addr)

@@ -255,3 +255,52 @@ func TestExternalRediss(t *testing.T) {
 		t.Fatalf("external rediss:// node without its CA: %v; want x509.UnknownAuthorityError", err)
 	}
 }
+
+// The certificates verify for the loopback names and nothing else, and
+// the keys are readable by their owner only.
+func TestNewCerts(t *testing.T) {
+	dir := t.TempDir()
+	certs, err := cluster.NewCerts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := tls.LoadX509KeyPair(certs.ServerCertFile, certs.ServerKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(server.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(name string, usage x509.ExtKeyUsage, cert *x509.Certificate) error {
+		_, err := cert.Verify(x509.VerifyOptions{DNSName: name, Roots: certs.CertPool, KeyUsages: []x509.ExtKeyUsage{usage}})
+		return err
+	}
+	for _, name := range []string{"127.0.0.1", "::1", "localhost"} {
+		if err := verify(name, x509.ExtKeyUsageServerAuth, leaf); err != nil {
+			t.Errorf("server certificate for %s: %v", name, err)
+		}
+	}
+	if err := verify("example.com", x509.ExtKeyUsageServerAuth, leaf); err == nil {
+		t.Error("server certificate verifies for example.com")
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: clustertest.UnrelatedCA(t)}); err == nil {
+		t.Error("server certificate verifies against an unrelated CA")
+	}
+	client, err := x509.ParseCertificate(certs.ClientCert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verify("", x509.ExtKeyUsageClientAuth, client); err != nil {
+		t.Errorf("client certificate: %v", err)
+	}
+	for _, f := range []string{certs.ServerKeyFile, certs.ClientKeyFile} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v; want no access for group and others", f, st.Mode().Perm())
+		}
+	}
+}
