@@ -215,7 +215,10 @@ func all(ns []int64, ok func(int64) bool) bool {
 // the first step that failed; the steps after a failure that leaves
 // nothing to do are skipped.
 func (e *aclEnv) lockScenario(ctx context.Context, user string) error {
-	const ttl = 20 * time.Second
+	// Long, so that the waits below (bounded at 15 s each) end well inside
+	// the holder's validity on a busy machine. Nothing waits for it: the
+	// waiter is woken by the release, or cancelled once refused.
+	const ttl = time.Minute
 	key := "acl:" + user
 	clientsIn := func(view string) ([]redis.UniversalClient, error) {
 		v, err := e.c.View(view)
@@ -250,13 +253,13 @@ func (e *aclEnv) lockScenario(ctx context.Context, user string) error {
 	if err != nil {
 		return fmt.Errorf("TryAcquire: %w", err)
 	}
+	extended := time.Now()
 	if err := first.Extend(ctx); err != nil {
 		_ = first.Release(ctx)
 		return fmt.Errorf("Extend: %w", err)
 	}
-	// Past the holder's TTL the waiter would get the lock by expiry, not by
-	// the announcement.
-	wakeBy := time.Now().Add(ttl)
+	// The key expires after this; a waiter that is not woken retries then.
+	expiry := extended.Add(ttl)
 
 	type result struct {
 		l   *redlock.Lock
@@ -279,6 +282,10 @@ func (e *aclEnv) lockScenario(ctx context.Context, user string) error {
 	if err := first.Release(ctx); err != nil {
 		steps = append(steps, fmt.Errorf("Release: %w", err))
 	}
+	released := time.Now()
+	// Woken by the announcement, the waiter is done long before the
+	// halfway point to the expiry; otherwise not before the expiry.
+	wakeBy := released.Add(expiry.Sub(released) / 2)
 	if e.deniedTo(user, "") {
 		// Refused already: the waiter would only show it again, at the end
 		// of its retry delay.
@@ -320,7 +327,7 @@ func TestLockUserACL(t *testing.T) {
 		users = append(users, lockUser(name, strings.Fields(acl)))
 	}
 	e := newACLEnv(t, 3, users...)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := ctxFor(t, 3*time.Minute)
 	errs := make(map[string]error)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -354,7 +361,7 @@ func TestLockUserACLIsMinimal(t *testing.T) {
 		users = append(users, lockUser(fmt.Sprintf("without-%d", i), slices.Delete(slices.Clone(rules), i, i+1)))
 	}
 	e := newACLEnv(t, 3, users...)
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := ctxFor(t, 4*time.Minute)
 	outcome := make([]error, len(rules))
 	run := func(i int) { outcome[i] = e.lockScenario(ctx, users[i].Name) }
 
