@@ -364,6 +364,10 @@ func (x *dockerNode) start(ctx context.Context, wipe bool) error {
 	x.startExpiry()
 	addr := res.GetHostPort("6379/tcp")
 	if addr == "" || !strings.HasPrefix(addr, "127.0.0.1:") {
+		// An exited container has no ports any more: say that instead.
+		if err := x.gone(ctx); err != nil {
+			return err
+		}
 		return fmt.Errorf("container %.12s: port 6379 not published on 127.0.0.1 (got %q)", x.id, addr)
 	}
 	if err := waitPing(ctx, addr, x.d.c.opts.ReadyTimeout, x.d.clientOptions(), x.gone); err != nil {
