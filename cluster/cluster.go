@@ -26,7 +26,8 @@
 //	             AOF settings and !WipeData       WipeData empties the dir
 //	pause        hold the server's lock           docker pause                             unsupported
 //	partition    proxy stops listening            same                                     same
-//	blackhole    timeout toxic (requests eaten)   same                                     same
+//	blackhole    toxic that eats requests; Heal   same                                     same
+//	             closes the connections
 //	latency      latency toxic on replies         same                                     same
 //	reset        reset_peer toxic (TCP RST)       same                                     same
 //	clock-jump   offset clock pushed by SetTime   libfaketime timestamp file               unsupported

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -303,4 +304,58 @@ func TestNewCerts(t *testing.T) {
 			t.Errorf("%s has mode %v; want no access for group and others", f, st.Mode().Perm())
 		}
 	}
+}
+
+// A TLS client whose request timed out in a blackhole closes its
+// connection with a close_notify record. Arriving after Heal, that record
+// once blocked a toxiproxy goroutine for good (its timeout toxic's cleanup
+// left the link's head sending into a channel nobody read).
+func TestBlackholeOverTLSLeavesNoGoroutine(t *testing.T) {
+	clustertest.RequireDocker(t)
+	ctx := testCtx(t)
+	c, err := cluster.New(ctx, cluster.Options{Backend: cluster.BackendDocker, Nodes: 1, TLS: true, Label: t.Name(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, cl := c.Node(0), c.Node(0).Client()
+	mustPing(t, cl)
+	for range 20 {
+		if err := n.Blackhole(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ping(cl, 100*time.Millisecond); err == nil {
+			t.Fatal("PING answered through a blackhole")
+		}
+		if err := n.Heal(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustPing(t, cl)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stuck := proxyGoroutines()
+		if len(stuck) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fault-proxy goroutines still running after Close, e.g.:\n%s", len(stuck), stuck[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// proxyGoroutines returns the stacks of goroutines inside toxiproxy.
+func proxyGoroutines() []string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/Shopify/toxiproxy") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
