@@ -26,7 +26,8 @@
 //	             AOF settings and !WipeData       WipeData empties the dir
 //	pause        hold the server's lock           docker pause                             unsupported
 //	partition    proxy stops listening            same                                     same
-//	blackhole    timeout toxic (requests eaten)   same                                     same
+//	blackhole    toxic that eats requests; Heal   same                                     same
+//	             closes the connections
 //	latency      latency toxic on replies         same                                     same
 //	reset        reset_peer toxic (TCP RST)       same                                     same
 //	clock-jump   offset clock pushed by SetTime   libfaketime timestamp file               unsupported
@@ -36,6 +37,14 @@
 // On docker, clock faults need libfaketime in the image: the project image
 // has it (label org.quorumlock.faketime); an image from
 // QUORUMLOCK_REDIS_IMAGE without that label reports them unsupported.
+//
+// Connections: by default nodes take plain TCP without a password. Docker
+// nodes can instead serve TLS only (Options.TLS, certificates made at New:
+// Cluster.Certs), require a password (Options.Password) and have ACL users
+// (Options.Users); the clients of every view are configured to match, and
+// View.ClientsAs logs in as one of the users. The fault proxy forwards
+// bytes, so every network fault works the same over TLS. External nodes
+// take TLS and credentials from their rediss:// and redis:// URLs.
 //
 // The package knows nodes, not locks.
 package cluster
@@ -111,9 +120,25 @@ type Options struct {
 	Label string
 	// Logf receives progress messages (nil: silent). testing.T.Logf fits.
 	Logf func(format string, args ...any)
+	// TLS makes docker nodes accept TLS connections only, with certificates
+	// made at New (see Certs): clients must trust Cluster.Certs().CertPool,
+	// as every client the cluster creates does. External nodes take TLS
+	// from their rediss:// URLs instead (use ClientOptions to set the CA).
+	TLS bool
+	// TLSClientAuth makes TLS docker nodes also require a client
+	// certificate signed by the cluster's CA (mutual TLS); the cluster's
+	// clients present Certs().ClientCert.
+	TLSClientAuth bool
+	// Password is the docker nodes' requirepass: the password of Redis'
+	// default user. The cluster's clients log in with it. External nodes
+	// take credentials from their URLs.
+	Password string
+	// Users are ACL users created on every docker node besides the default
+	// user; View.ClientsAs gives clients logged in as one of them.
+	Users []User
 	// ClientOptions, when set, adjusts the options of every go-redis client
 	// the cluster creates (after the defaults: no retries, context deadlines
-	// honoured, 2 s dial timeout).
+	// honoured, 2 s dial timeout, and the TLS and credentials above).
 	ClientOptions func(*redis.Options)
 	// ReadyTimeout bounds how long a node may take to answer PING after a
 	// start (default 30 s).
@@ -132,6 +157,7 @@ type Cluster struct {
 	backend Backend
 	nodes   []*Node
 	docker  *dockerBackend // nil unless BackendDocker
+	certs   *Certs         // nil unless Options.TLS
 
 	mu     sync.Mutex // guards views, closed
 	views  map[string]*View
@@ -181,6 +207,10 @@ func New(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, errors.New("cluster: no backend given (embedded, docker or external)")
 	default:
 		return nil, fmt.Errorf("cluster: unknown backend %q", opts.Backend)
+	}
+
+	if err := opts.checkAccess(); err != nil {
+		return nil, err
 	}
 
 	c := &Cluster{
@@ -279,6 +309,10 @@ func (c *Cluster) Clients() []redis.UniversalClient { return c.def.Clients() }
 // Addrs returns the default view's proxy address per node (host:port).
 func (c *Cluster) Addrs() []string { return c.def.Addrs() }
 
+// Certs returns the certificates of a cluster started with Options.TLS,
+// nil otherwise.
+func (c *Cluster) Certs() *Certs { return c.certs }
+
 // DefaultView is the view behind Clients, Addrs and Node.Addr.
 func (c *Cluster) DefaultView() *View { return c.def }
 
@@ -323,6 +357,10 @@ func (c *Cluster) newClient(addr string, base *redis.Options) *redis.Client {
 		*o = *base
 	}
 	o.Addr = addr
+	if o.TLSConfig != nil {
+		// Every client gets its own: ClientOptions may change it.
+		o.TLSConfig = o.TLSConfig.Clone()
+	}
 	o.MaxRetries = -1
 	o.DialTimeout = 2 * time.Second
 	o.ContextTimeoutEnabled = true

@@ -3,8 +3,10 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +30,7 @@ const (
 	ProjectImage = "quorumlock/redis:current"
 
 	imageLabelFaketime = "org.quorumlock.faketime"
+	imageLabelTLS      = "org.quorumlock.tls"
 )
 
 // Labels on every container the docker backend starts.
@@ -104,6 +107,10 @@ type dockerBackend struct {
 	image    string
 	faketime string // libfaketime path inside the image; "" = no clock faults
 	dir      string // host temp dir holding every node's data and clock dirs
+	// confDir (mounted read-only at /conf) holds the TLS files and
+	// accessConf; "" when the nodes need neither.
+	confDir    string
+	accessConf string // file name in confDir of the requirepass/user directives, or ""
 }
 
 func newDockerBackend(ctx context.Context, c *Cluster) (*dockerBackend, error) {
@@ -125,8 +132,18 @@ func newDockerBackend(ctx context.Context, c *Cluster) (*dockerBackend, error) {
 		closeIdle(pool)
 		return nil, imageMissing(image, err)
 	}
-	if img.Config != nil && !c.opts.NoClockFaults {
-		d.faketime = img.Config.Labels[imageLabelFaketime]
+	var labels map[string]string
+	if img.Config != nil {
+		labels = img.Config.Labels
+	}
+	if !c.opts.NoClockFaults {
+		d.faketime = labels[imageLabelFaketime]
+	}
+	// A project image from before TLS would only fail at the first start,
+	// with a node that never answers. Other images are tried as they are.
+	if c.opts.TLS && labels[imageLabelFaketime] != "" && labels[imageLabelTLS] == "" {
+		closeIdle(pool)
+		return nil, fmt.Errorf("cluster: image %s was built without TLS (no label %s): run bash docker/build.sh", image, imageLabelTLS)
 	}
 	d.reapStale(ctx)
 	d.dir, err = os.MkdirTemp("", "quorumlock-"+c.id+"-")
@@ -134,7 +151,71 @@ func newDockerBackend(ctx context.Context, c *Cluster) (*dockerBackend, error) {
 		closeIdle(pool)
 		return nil, fmt.Errorf("cluster: temp dir: %w", err)
 	}
+	if err := d.writeConf(); err != nil {
+		return nil, errors.Join(err, d.close())
+	}
 	return d, nil
+}
+
+// writeConf makes the files the nodes read from /conf: certificates and
+// the access directives.
+func (d *dockerBackend) writeConf() error {
+	o := &d.c.opts
+	if !o.TLS && o.Password == "" && len(o.Users) == 0 {
+		return nil
+	}
+	d.confDir = filepath.Join(d.dir, "conf")
+	if err := os.MkdirAll(d.confDir, 0o755); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if o.TLS {
+		certs, err := newCerts(d.confDir, d.c.id)
+		if err != nil {
+			return fmt.Errorf("cluster: certificates: %w", err)
+		}
+		d.c.certs = certs
+	}
+	var err error
+	d.accessConf, err = o.writeAccessConf(d.confDir)
+	return err
+}
+
+// clientOptions are the TLS configuration and password every client of
+// the default user needs; nil when the nodes take plain unauthenticated
+// connections.
+func (d *dockerBackend) clientOptions() *redis.Options {
+	if d.c.certs == nil && d.c.opts.Password == "" {
+		return nil
+	}
+	o := &redis.Options{Password: d.c.opts.Password}
+	if d.c.certs != nil {
+		o.TLSConfig = d.c.certs.Config()
+	}
+	return o
+}
+
+// args is redis-server's command line for persistence p: the access
+// directives' file first (redis-server reads a config file only as its
+// first argument), then the options.
+func (d *dockerBackend) args(p Persistence) []string {
+	var args []string
+	if d.accessConf != "" {
+		args = append(args, "/conf/"+d.accessConf)
+	}
+	args = append(args, redisArgs(p)...)
+	if d.c.certs != nil {
+		clientAuth := "no"
+		if d.c.opts.TLSClientAuth {
+			clientAuth = "yes"
+		}
+		// Later arguments win: the plain port is closed.
+		args = append(args, "--port", "0", "--tls-port", "6379",
+			"--tls-cert-file", "/conf/"+filepath.Base(d.c.certs.ServerCertFile),
+			"--tls-key-file", "/conf/"+filepath.Base(d.c.certs.ServerKeyFile),
+			"--tls-ca-cert-file", "/conf/"+filepath.Base(d.c.certs.CAFile),
+			"--tls-auth-clients", clientAuth)
+	}
+	return args
 }
 
 // reapStale removes labelled containers left behind by test processes that
@@ -193,7 +274,7 @@ type dockerNode struct {
 	expDone   chan struct{}
 }
 
-func (x *dockerNode) redisOptions() *redis.Options { return nil }
+func (x *dockerNode) redisOptions() *redis.Options { return x.d.clientOptions() }
 
 func (x *dockerNode) dirs() error {
 	if x.dataDir != "" {
@@ -255,7 +336,7 @@ func (x *dockerNode) start(ctx context.Context, wipe bool) error {
 		Repository:   repo,
 		Tag:          tag,
 		Entrypoint:   []string{"redis-server"},
-		Cmd:          redisArgs(x.n.Persistence()),
+		Cmd:          x.d.args(x.n.Persistence()),
 		Env:          env,
 		User:         fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()),
 		ExposedPorts: []string{"6379/tcp"},
@@ -271,6 +352,9 @@ func (x *dockerNode) start(ctx context.Context, wipe bool) error {
 		hc.PublishAllPorts = false
 		hc.AutoRemove = true
 		hc.Binds = []string{x.dataDir + ":/data", x.clockDir + ":/faketime:ro"}
+		if x.d.confDir != "" {
+			hc.Binds = append(hc.Binds, x.d.confDir+":/conf:ro")
+		}
 		hc.RestartPolicy = dc.RestartPolicy{Name: "no"}
 	})
 	if err != nil {
@@ -280,9 +364,13 @@ func (x *dockerNode) start(ctx context.Context, wipe bool) error {
 	x.startExpiry()
 	addr := res.GetHostPort("6379/tcp")
 	if addr == "" || !strings.HasPrefix(addr, "127.0.0.1:") {
+		// An exited container has no ports any more: say that instead.
+		if err := x.gone(ctx); err != nil {
+			return err
+		}
 		return fmt.Errorf("container %.12s: port 6379 not published on 127.0.0.1 (got %q)", x.id, addr)
 	}
-	if err := waitPing(ctx, addr, x.d.c.opts.ReadyTimeout); err != nil {
+	if err := waitPing(ctx, addr, x.d.c.opts.ReadyTimeout, x.d.clientOptions(), x.gone); err != nil {
 		return fmt.Errorf("container %.12s at %s: %w", x.id, addr, err)
 	}
 	return x.n.setUpstream(addr)
@@ -314,14 +402,25 @@ func (x *dockerNode) stopExpiryLocked() {
 	}
 }
 
-// waitPing polls PING on addr until +PONG (a loading server answers -LOADING).
-func waitPing(ctx context.Context, addr string, timeout time.Duration) error {
+// waitPing polls PING on addr until +PONG (a loading server answers
+// -LOADING). With auth set, the connection uses its TLS configuration and
+// logs in with its password first. gone, when not nil, reports a node
+// process that will never answer (its container exited), which ends the
+// wait at once.
+func waitPing(ctx context.Context, addr string, timeout time.Duration, auth *redis.Options, gone func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
+	var nextGone time.Time // asking docker on every poll would load the daemon
 	for {
-		if last = pingRaw(ctx, addr); last == nil {
+		if last = pingRaw(ctx, addr, auth); last == nil {
 			return nil
+		}
+		if now := time.Now(); gone != nil && now.After(nextGone) {
+			nextGone = now.Add(250 * time.Millisecond)
+			if err := gone(ctx); err != nil {
+				return fmt.Errorf("%w (last PING: %v)", err, last)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -331,26 +430,68 @@ func waitPing(ctx context.Context, addr string, timeout time.Duration) error {
 	}
 }
 
-func pingRaw(ctx context.Context, addr string) error {
+func pingRaw(ctx context.Context, addr string, auth *redis.Options) error {
 	dl := time.Now().Add(time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
 		dl = d
 	}
-	conn, err := (&net.Dialer{Deadline: dl}).DialContext(ctx, "tcp", addr)
+	nd := &net.Dialer{Deadline: dl}
+	var conn net.Conn
+	var err error
+	if auth != nil && auth.TLSConfig != nil {
+		// The server name comes from addr, as go-redis does it.
+		conn, err = (&tls.Dialer{NetDialer: nd, Config: auth.TLSConfig}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = nd.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(dl)
-	if _, err := conn.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+	r := bufio.NewReader(conn)
+	if auth != nil && auth.Password != "" {
+		// The reply says nothing about the password; it is not echoed.
+		if err := respCommand(conn, r, "+OK", "AUTH", auth.Password); err != nil {
+			return fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	return respCommand(conn, r, "+PONG", "PING")
+}
+
+// respCommand sends one command and checks its one-line reply.
+func respCommand(w io.Writer, r *bufio.Reader, want string, args ...string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(line) != "+PONG" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	if got := strings.TrimSpace(line); got != want {
+		return fmt.Errorf("answered %q", got)
+	}
+	return nil
+}
+
+// gone reports whether the node's container has exited (or was removed,
+// with AutoRemove) while it was expected to start.
+func (x *dockerNode) gone(ctx context.Context) error {
+	id := x.id // x.mu is held by start
+	ct, err := x.d.pool.Client.InspectContainerWithContext(id, ctx)
+	var notFound *dc.NoSuchContainer
+	switch {
+	case errors.As(err, &notFound):
+		return fmt.Errorf("container %.12s exited during start-up and was removed (redis-server refused its options or image?)", id)
+	case err != nil:
+		return nil // cannot tell; keep waiting
+	case !ct.State.Running:
+		return fmt.Errorf("container %.12s exited during start-up with status %d (redis-server refused its options or image?)", id, ct.State.ExitCode)
 	}
 	return nil
 }

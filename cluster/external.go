@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,20 +21,26 @@ type externalNode struct {
 	opts *redis.Options
 }
 
-func newExternalNode(url string, allowRemote bool) (*externalNode, error) {
-	o, err := redis.ParseURL(url)
+// newExternalNode takes a redis:// or rediss:// URL. With rediss:// the
+// proxy in front of the node forwards the TLS bytes as they are; the
+// clients verify the certificate against the URL's host name, not the
+// proxy's address.
+func newExternalNode(rawURL string, allowRemote bool) (*externalNode, error) {
+	o, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: bad URL %q: %w", url, err)
-	}
-	if o.TLSConfig != nil {
-		return nil, fmt.Errorf("cluster: URL %q: TLS (rediss://) is not supported behind the fault proxy", url)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// Its message quotes the URL, password included.
+			err = errors.New("not a valid URL")
+		}
+		return nil, fmt.Errorf("cluster: bad URL %q: %w", redactURL(rawURL), err)
 	}
 	host, _, err := net.SplitHostPort(o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: URL %q: %w", url, err)
+		return nil, fmt.Errorf("cluster: URL %q: %w", redactURL(rawURL), err)
 	}
 	if !allowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("cluster: URL %q: host %q is not loopback (set Options.AllowNonLoopback)", url, host)
+		return nil, fmt.Errorf("cluster: URL %q: host %q is not loopback (set Options.AllowNonLoopback)", redactURL(rawURL), host)
 	}
 	return &externalNode{addr: o.Addr, opts: o}, nil
 }
@@ -50,7 +59,16 @@ func (x *externalNode) redisOptions() *redis.Options {
 }
 
 func (x *externalNode) start(ctx context.Context, wipe bool) error {
-	c := redis.NewClient(x.redisOptions())
+	o := x.redisOptions()
+	if o.TLSConfig != nil {
+		o.TLSConfig = o.TLSConfig.Clone()
+	}
+	if adjust := x.n.c.opts.ClientOptions; adjust != nil {
+		// It may hold the CA of a rediss:// node.
+		adjust(o)
+		o.Addr = x.addr
+	}
+	c := redis.NewClient(o)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -73,4 +91,21 @@ func (x *externalNode) close() error { return nil }
 
 func (x *externalNode) unsupported(f Fault) error {
 	return &UnsupportedError{Backend: BackendExternal, Fault: f, Reason: "the cluster does not own external processes"}
+}
+
+// redactURL masks the password of a node URL for messages. When the URL
+// does not parse, everything between the scheme and the last '@' is masked.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }

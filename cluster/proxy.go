@@ -10,6 +10,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/Shopify/toxiproxy/v2/toxics"
 	"github.com/rs/zerolog"
 )
 
@@ -86,7 +87,36 @@ const (
 	toxicLatency   = "latency"
 	toxicBlackhole = "blackhole"
 	toxicReset     = "reset"
+
+	// dropType is the toxic type behind Blackhole.
+	dropType = "quorumlock_drop"
 )
+
+// dropToxic swallows every byte until it is removed. toxiproxy's own
+// timeout toxic (timeout 0) does the same, but on removal its Cleanup
+// closes its stub without re-linking the stub in front of it: a chunk that
+// arrives on that connection afterwards (over TLS, the client's
+// close_notify after its request timed out) blocks the link's head
+// goroutine for good. Without a Cleanup the removal re-links the chain;
+// heal closes the connections itself.
+type dropToxic struct{}
+
+func (*dropToxic) Pipe(stub *toxics.ToxicStub) {
+	for {
+		select {
+		case <-stub.Interrupt:
+			return
+		case c := <-stub.Input:
+			if c == nil {
+				stub.Close()
+				return
+			}
+		}
+	}
+}
+
+// toxiproxy creates toxics by type name from its registry.
+func init() { toxics.Register(dropType, new(dropToxic)) }
 
 func (p *proxy) addToxic(name, typ, stream string, attrs map[string]any) error {
 	body, err := json.Marshal(map[string]any{
@@ -142,16 +172,43 @@ func ceilMillis(d time.Duration) int64 {
 }
 
 func (p *proxy) blackhole() error {
-	return p.addToxic(toxicBlackhole, "timeout", "upstream", map[string]any{"timeout": 0})
+	return p.addToxic(toxicBlackhole, dropType, "upstream", map[string]any{})
 }
 
 func (p *proxy) reset() error {
 	return p.addToxic(toxicReset, "reset_peer", "upstream", map[string]any{"timeout": 0})
 }
 
-// heal undoes partition, blackhole and reset; latency stays.
+// heal undoes partition, blackhole and reset; latency stays. The
+// connections that met a blackhole are closed, as requests sent into it
+// were lost.
 func (p *proxy) heal(ctx context.Context) error {
-	return errors.Join(p.enable(), p.removeToxic(ctx, toxicBlackhole), p.removeToxic(ctx, toxicReset))
+	return errors.Join(p.liftBlackhole(ctx), p.enable(), p.removeToxic(ctx, toxicReset))
+}
+
+// liftBlackhole closes every connection and then removes the blackhole,
+// so that no connection carries on after losing requests. Closing first
+// also ends the links while the toxic still reads their data.
+func (p *proxy) liftBlackhole(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.p.Toxics.GetToxic(toxicBlackhole) == nil {
+		return nil
+	}
+	if p.enabled {
+		p.p.Stop()
+	}
+	var errs []error
+	if err := p.p.Toxics.RemoveToxic(ctx, toxicBlackhole); err != nil && !errors.Is(err, toxiproxy.ErrToxicNotFound) {
+		errs = append(errs, fmt.Errorf("cluster: proxy %s: remove %s toxic: %w", p.listen, toxicBlackhole, err))
+	}
+	if p.enabled {
+		if err := p.p.Start(); err != nil {
+			p.enabled = false
+			errs = append(errs, fmt.Errorf("cluster: proxy %s: listen again: %w", p.listen, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (p *proxy) close() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +18,11 @@ type View struct {
 	name    string
 	proxies []*proxy
 	clients []*redis.Client
+
+	mu    sync.Mutex // guards users, closed
+	users map[string][]*redis.Client
+	// closed: clients made after close would never be closed
+	closed bool
 }
 
 // Name is the view's name.
@@ -37,6 +43,42 @@ func (v *View) Client(i int) (*redis.Client, error) {
 		return nil, err
 	}
 	return v.clients[i], nil
+}
+
+// ClientsAs returns one go-redis client per node, through this view's
+// proxies, logged in as the ACL user name (one of Options.Users) and with
+// the same TLS configuration as Clients. The clients are made on the first
+// call and closed with the cluster.
+func (v *View) ClientsAs(name string) ([]redis.UniversalClient, error) {
+	u, ok := v.c.opts.user(name)
+	if !ok {
+		return nil, fmt.Errorf("cluster: no user %q in Options.Users", name)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil, errors.New("cluster: closed")
+	}
+	cs, ok := v.users[name]
+	if !ok {
+		for i, p := range v.proxies {
+			o := &redis.Options{}
+			if base := v.c.nodes[i].impl.redisOptions(); base != nil {
+				*o = *base
+			}
+			o.Username, o.Password = u.Name, u.Password
+			cs = append(cs, v.c.newClient(p.addr(), o))
+		}
+		if v.users == nil {
+			v.users = make(map[string][]*redis.Client)
+		}
+		v.users[name] = cs
+	}
+	out := make([]redis.UniversalClient, len(cs))
+	for i, c := range cs {
+		out[i] = c
+	}
+	return out, nil
 }
 
 // Addrs returns this view's proxy address per node (host:port).
@@ -106,6 +148,16 @@ func (v *View) close() error {
 	var errs []error
 	for _, c := range v.clients {
 		errs = append(errs, c.Close())
+	}
+	v.mu.Lock()
+	v.closed = true
+	users := v.users
+	v.users = nil
+	v.mu.Unlock()
+	for _, cs := range users {
+		for _, c := range cs {
+			errs = append(errs, c.Close())
+		}
 	}
 	for _, p := range v.proxies {
 		p.close()

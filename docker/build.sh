@@ -3,11 +3,12 @@
 # any container registry:
 #
 #   * redis-server and redis-cli are compiled from Debian's source package with
-#     `make MALLOC=libc USE_SYSTEMD=no BUILD_TLS=no` (Debian's own binary is
-#     linked with jemalloc and crashes at start under libfaketime);
-#   * the binaries, their shared libraries (from ldd, dynamic loader included)
-#     and libfaketime are copied into a small build context and the image is
-#     built FROM scratch.
+#     `make MALLOC=libc USE_SYSTEMD=no BUILD_TLS=yes` (Debian's own binary is
+#     linked with jemalloc and crashes at start under libfaketime; TLS is
+#     built in, linked against the system's OpenSSL);
+#   * the binaries, their shared libraries (from ldd, dynamic loader included;
+#     libssl and libcrypto come along this way) and libfaketime are copied
+#     into a small build context and the image is built FROM scratch.
 #
 # The image is tagged quorumlock/redis:<hash of the inputs> and
 # quorumlock/redis:current. When the hash tag already exists nothing is done.
@@ -73,13 +74,13 @@ apt_quiet=(-o Dpkg::Use-Pty=0 -q)
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get "${apt_quiet[@]}" update >/dev/null
 "${SUDO[@]}" apt-get "${apt_quiet[@]}" install -y --no-install-recommends \
-	build-essential dpkg-dev pkg-config libfaketime >/dev/null
+	build-essential dpkg-dev pkg-config libssl-dev libfaketime >/dev/null
 "${SUDO[@]}" apt-get "${apt_quiet[@]}" build-dep -y redis >/dev/null
 
 # --- redis from Debian's source package --------------------------------------
 src_root="$cache/redis-src"
 bin_dir="$cache/redis-bin"
-make_flags=(MALLOC=libc USE_SYSTEMD=no BUILD_TLS=no)
+make_flags=(MALLOC=libc USE_SYSTEMD=no BUILD_TLS=yes)
 stamp="$bin_dir/.stamp"
 want_stamp="$(apt-cache showsrc redis | awk '/^Version:/{print $2; exit}') ${make_flags[*]}"
 
@@ -97,6 +98,12 @@ if [ ! -x "$bin_dir/redis-server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want
 		exit 1
 	}
 	cp "$srcdir/src/redis-server" "$srcdir/src/redis-cli" "$bin_dir/"
+	# A build without OpenSSL found would only fail later, when a node is
+	# started with --tls-port.
+	ldd "$bin_dir/redis-server" | grep -q 'libssl\.so' || {
+		log "redis-server is not linked with libssl: the TLS build failed"
+		exit 1
+	}
 	echo "$want_stamp" >"$stamp"
 fi
 

@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"testing"
 	"time"
@@ -65,4 +66,16 @@ func NewDocker(t testing.TB, n int) *cluster.Cluster {
 func NewEmbedded(t testing.TB, n int) *cluster.Cluster {
 	t.Helper()
 	return New(t, cluster.Options{Backend: cluster.BackendEmbedded, Nodes: n})
+}
+
+// UnrelatedCA returns a pool holding a CA made for the call, which signed
+// nothing the cluster uses: a client that trusts only it must refuse every
+// node's certificate.
+func UnrelatedCA(t testing.TB) *x509.CertPool {
+	t.Helper()
+	certs, err := cluster.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs.CertPool
 }

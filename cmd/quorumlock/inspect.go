@@ -22,7 +22,7 @@ func init() { subcommands = append(subcommands, newInspectCmd) }
 
 func newInspectCmd() *cobra.Command {
 	var (
-		nodes   *[]string
+		nodes   *nodeFlags
 		timeout time.Duration
 		asJSON  bool
 	)
@@ -37,7 +37,9 @@ when set by --bootstrap) and how far the node's clock is from this host's.
 The summary says whether one token is on a majority. It is a snapshot: a
 holder's own validity is shorter than the TTL the nodes report.
 
-Exit status 0 when a majority of the nodes answered, 1 otherwise.`,
+Exit status 0 when a majority of the nodes answered, 1 otherwise.
+
+` + nodesHelp,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return fmt.Errorf("need exactly one KEY, got %d arguments %q", len(args), args)
@@ -51,7 +53,11 @@ Exit status 0 when a majority of the nodes answered, 1 otherwise.`,
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %v must be positive", timeout)
 			}
-			clients, err := openNodes(*nodes)
+			urls, tf, err := nodes.resolve()
+			if err != nil {
+				return err
+			}
+			clients, err := openNodesTLS(urls, tf)
 			if err != nil {
 				return err
 			}

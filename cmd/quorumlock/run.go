@@ -40,6 +40,7 @@ func init() { subcommands = append(subcommands, newRunCmd) }
 // directly.
 type runConfig struct {
 	nodes     []string
+	tls       tlsFiles
 	key       string
 	ttl       time.Duration
 	wait      time.Duration // 0: wait until interrupted
@@ -60,7 +61,7 @@ type runConfig struct {
 
 func newRunCmd() *cobra.Command {
 	cfg := runConfig{}
-	var nodes *[]string
+	var nodes *nodeFlags
 	c := &cobra.Command{
 		Use:   "run --nodes URL,URL,URL --key KEY [flags] -- COMMAND [ARG...]",
 		Short: "Run a command while holding a Redlock lock, so that it runs on one host at a time",
@@ -81,13 +82,19 @@ Exit status: COMMAND's own when it ran to completion (128+N when signal N
 killed it); 75 when the lock was not obtained (taken with --no-wait, or
 --wait ran out); 69 when the lock was lost and COMMAND was terminated;
 126 when COMMAND could not be started, 127 when it was not found; 1 for
-other errors.`,
+other errors.
+
+` + nodesHelp,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if c.ArgsLenAtDash() > 0 {
 				return fmt.Errorf("unexpected arguments %q before --: put the command after --", args[:c.ArgsLenAtDash()])
 			}
-			cfg.nodes, cfg.argv = *nodes, args
+			var err error
+			if cfg.nodes, cfg.tls, err = nodes.resolve(); err != nil {
+				return err
+			}
+			cfg.argv = args
 			cfg.stdin, cfg.stdout, cfg.stderr = c.InOrStdin(), c.OutOrStdout(), c.ErrOrStderr()
 			return runLocked(c.Context(), cfg)
 		},
@@ -111,7 +118,7 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
-	clients, err := openNodes(cfg.nodes)
+	clients, err := openNodesTLS(cfg.nodes, cfg.tls)
 	if err != nil {
 		return err
 	}
