@@ -49,10 +49,13 @@ func TestMainExitStatuses(t *testing.T) {
 	t.Run("taken", func(t *testing.T) {
 		tn := runNodes(t, 3)
 		tn.takenBy("k", "someone-else", time.Minute)
-		var stderr syncBuffer
-		err := quorumlockCmd(t, &stderr, "run", "--nodes", strings.Join(tn.urls, ","), "--key", "k", "--bootstrap", "--no-wait", "--", "true").Run()
+		err, stderr := answered(t, func() (error, string) {
+			var stderr syncBuffer
+			err := quorumlockCmd(t, &stderr, "run", "--nodes", strings.Join(tn.urls, ","), "--key", "k", "--bootstrap", "--no-wait", "--", "true").Run()
+			return err, stderr.String()
+		})
 		if code := statusOf(t, err); code != exitTaken {
-			t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitTaken, &stderr)
+			t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitTaken, stderr)
 		}
 	})
 	t.Run("unavailable", func(t *testing.T) {
@@ -60,13 +63,16 @@ func TestMainExitStatuses(t *testing.T) {
 		tn.bootstrap()
 		tn.mr[1].Close()
 		tn.mr[2].Close()
-		var stderr syncBuffer
-		err := quorumlockCmd(t, &stderr, "run", "--nodes", strings.Join(tn.urls, ","), "--key", "k", "--no-wait", "--", "true").Run()
+		err, stderr := answered(t, func() (error, string) {
+			var stderr syncBuffer
+			err := quorumlockCmd(t, &stderr, "run", "--nodes", strings.Join(tn.urls, ","), "--key", "k", "--no-wait", "--", "true").Run()
+			return err, stderr.String()
+		})
 		if code := statusOf(t, err); code != exitUnavailable {
-			t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitUnavailable, &stderr)
+			t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitUnavailable, stderr)
 		}
 		// One line, the error; none from go-redis' pool.
-		out := strings.TrimSpace(stderr.String())
+		out := strings.TrimSpace(stderr)
 		if strings.Count(out, "\n") != 0 || !strings.HasPrefix(out, "quorumlock: ") || strings.Count(out, "connection refused") != 2 {
 			t.Errorf("stderr, want one line naming both refused nodes:\n%s", out)
 		}

@@ -127,6 +127,16 @@ func (b *blockage) decide() {
 	b.quarantineHint = quarantined > 0 && quarantined == len(b.nodes)
 }
 
+// failed reports whether a node failed to answer.
+func (b *blockage) failed() bool {
+	for _, p := range b.nodes {
+		if p.kind == nodeFailed {
+			return true
+		}
+	}
+	return false
+}
+
 // blocks reports whether the blockage keeps a majority from saying yes; a
 // read of the nodes can find problems that leave enough voters.
 func (b *blockage) blocks() bool {

@@ -269,7 +269,10 @@ func (r *runner) acquire(ctx context.Context) (*redlock.Lock, error) {
 		r.readHolder(ctx, b)
 	}
 	if cfg.noWait {
-		return nil, &exitError{code: b.exitCode(), err: fmt.Errorf("lock %q not obtained: %s", cfg.key, b.describe(r.diag))}
+		return nil, &exitError{code: b.exitCode(), err: &reported{
+			msg:   fmt.Sprintf("lock %q not obtained: %s", cfg.key, b.describe(r.diag)),
+			cause: err,
+		}}
 	}
 	return r.wait(ctx, b, opts)
 }
@@ -286,14 +289,15 @@ func held(l *redlock.Lock) *redlock.Lock {
 
 // wait blocks in Acquire until the lock is held, --wait runs out or a
 // signal arrives. It says once why it waits (first, from the attempt that
-// failed), and again whenever a read of the nodes finds another reason;
-// not at every retry.
+// failed), and again whenever reads of the nodes find another reason or
+// holder; not at every retry.
 func (r *runner) wait(ctx context.Context, first *blockage, opts []redlock.LockOption) (*redlock.Lock, error) {
 	cfg := r.cfg
 	start := time.Now()
 	fmt.Fprintf(cfg.stderr, "quorumlock: waiting for lock %q: %s\n", cfg.key, first.describe(r.diag))
 	r.waited = true
 	last, seen := first, first.signature()
+	candidate := "" // a new state seen by one read, to be confirmed by the next
 
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -338,14 +342,20 @@ func (r *runner) wait(ctx context.Context, first *blockage, opts []redlock.LockO
 				return nil, r.interruptedErr(s)
 			}
 			if errors.Is(context.Cause(actx), errWaitRanOut) {
-				return nil, &exitError{code: last.exitCode(),
-					err: fmt.Errorf("lock %q not obtained within --wait %v: %s", cfg.key, cfg.wait, last.summary())}
+				b := r.lastWord(ctx, a.err, last)
+				return nil, &exitError{code: b.exitCode(), err: &reported{
+					msg:   fmt.Sprintf("lock %q not obtained within --wait %v: %s", cfg.key, cfg.wait, b.summary()),
+					cause: a.err,
+				}}
 			}
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("lock %q not obtained: %w", cfg.key, context.Cause(ctx))
 			}
 			if b, ok := classify(a.err, len(r.clients)); ok {
-				return nil, &exitError{code: b.exitCode(), err: fmt.Errorf("lock %q not obtained: %s", cfg.key, b.describe(r.diag))}
+				return nil, &exitError{code: b.exitCode(), err: &reported{
+					msg:   fmt.Sprintf("lock %q not obtained: %s", cfg.key, b.describe(r.diag)),
+					cause: a.err,
+				}}
 			}
 			return nil, a.err
 		case s := <-r.sigs:
@@ -361,15 +371,40 @@ func (r *runner) wait(ctx context.Context, first *blockage, opts []redlock.LockO
 		case b := <-snap:
 			snap = nil
 			if b == nil || !b.blocks() {
+				candidate = ""
 				continue // free, or about to be: the attempt decides
 			}
-			if sgn := b.signature(); sgn != seen {
+			// A change counts once two reads in a row agree on it, so that
+			// a blip (one read that stalled on a busy host) is not news.
+			switch sgn := b.signature(); {
+			case sgn == seen:
+				candidate = ""
+			case sgn != candidate:
+				candidate = sgn
+			default:
 				fmt.Fprintf(cfg.stderr, "quorumlock: still waiting for lock %q after %v: %s\n",
 					cfg.key, time.Since(start).Round(time.Second), b.describe(r.diag))
-				last, seen = b, sgn
+				last, seen, candidate = b, sgn, ""
 			}
 		}
 	}
+}
+
+// lastWord is the reason a wait that ran out reports: that of Acquire's
+// last attempt when it can be trusted, or the last one seen. The end of the
+// wait can cut an attempt short, and its votes then fail with the deadline;
+// refusals by other owners, the quarantine or the skew guard are answers.
+func (r *runner) lastWord(ctx context.Context, err error, last *blockage) *blockage {
+	b, ok := classify(err, len(r.clients))
+	switch {
+	case !ok || b.failed():
+		return last
+	case b.why == whyTaken && last.why == whyTaken:
+		return last // it knows the holder's token
+	case b.why == whyTaken:
+		r.readHolder(ctx, b)
+	}
+	return b
 }
 
 // watchEvery is how often a waiting run reads the nodes' state.
