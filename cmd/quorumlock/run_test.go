@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -547,16 +548,24 @@ func TestRunExitStatus(t *testing.T) {
 
 func TestRunEnvironment(t *testing.T) {
 	tn := runNodes(t, 3)
-	for want := 1; want <= 2; want++ {
+	var last uint64
+	for run := 1; run <= 2; run++ {
 		cfg, stdout, _ := testRun(tn, "nightly-report", "sh", "-c", `echo "$QUORUMLOCK_KEY $QUORUMLOCK_FENCE $QUORUMLOCK_TOKEN"`)
 		cfg.fencing = true
 		if err := runLocked(testCtx(t), cfg); err != nil {
 			t.Fatal(err)
 		}
 		f := strings.Fields(stdout.String())
-		if len(f) != 3 || f[0] != "nightly-report" || f[1] != string(rune('0'+want)) || len(f[2]) < 16 {
-			t.Errorf("run %d: environment %q, want key, fence %d and a token", want, stdout, want)
+		if len(f) != 3 || f[0] != "nightly-report" || len(f[2]) < 16 {
+			t.Fatalf("run %d: environment %q, want key, fence and a token", run, stdout)
 		}
+		// Fence tokens grow with every holder (an attempt whose write-back
+		// reached a minority may make one skip a number).
+		fence, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil || fence <= last {
+			t.Errorf("run %d: QUORUMLOCK_FENCE %q, want a number above %d", run, f[1], last)
+		}
+		last = fence
 	}
 	cfg, stdout, _ := testRun(tn, "k", "sh", "-c", `echo "${QUORUMLOCK_FENCE-unset}"`)
 	if err := runLocked(testCtx(t), cfg); err != nil {
@@ -567,14 +576,6 @@ func TestRunEnvironment(t *testing.T) {
 	}
 }
 
-// holdsEverywhere waits until the run's token is on every node: the
-// acquisition decides on a majority, and the last node's SET can land
-// later on a loaded host.
-func holdsEverywhere(t *testing.T, ctx context.Context, tn *testNodes, key string) {
-	t.Helper()
-	waitFor(t, ctx, "the key on every node", func() bool { return tn.holders(key) == len(tn.mr) })
-}
-
 func TestRunLockLostTerminates(t *testing.T) {
 	tn := runNodes(t, 3)
 	ctx := testCtx(t)
@@ -583,12 +584,22 @@ func TestRunLockLostTerminates(t *testing.T) {
 	cfg.ttl = time.Second // auto-extension after about 0.33 s notices the loss
 	done := runAsync(ctx, cfg)
 	waitFile(t, ctx, started)
-	holdsEverywhere(t, ctx, tn, "k")
-	// Another party removed the lock from a majority: the next extension is
-	// refused.
-	tn.mr[0].Del("k")
-	tn.mr[1].Del("k")
-	err := result(t, ctx, done)
+	// Another party removes the lock from a majority: the next extension
+	// is refused. The acquisition was decided on a majority; a SET still on
+	// its way to node 0 or 1 could land after a single deletion and keep a
+	// majority, so the key is deleted there until the run ends.
+	var err error
+	for gone := false; !gone; {
+		tn.mr[0].Del("k")
+		tn.mr[1].Del("k")
+		select {
+		case err = <-done:
+			gone = true
+		case <-ctx.Done():
+			t.Fatal("run did not return before the test's deadline")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	if code := exitCode(err); code != exitLockLost {
 		t.Fatalf("exit status %d (%v), want %d", code, err, exitLockLost)
 	}
@@ -596,11 +607,13 @@ func TestRunLockLostTerminates(t *testing.T) {
 		t.Errorf("error %v does not wrap the loss because the nodes no longer hold it", err)
 	}
 	want := `quorumlock: lock "k" lost: a majority of nodes no longer holds it: node 0 (` + tn.addr(0) +
-		`): no longer holds it; node 1 (` + tn.addr(1) + `): no longer holds it; sending SIGTERM to sh`
-	if got := lines(stderr.String(), "lost"); len(got) != 1 || !strings.HasPrefix(got[0], want) {
-		t.Errorf("want one line starting %q, got:\n%s", want, stderr)
+		`): no longer holds it; node 1 (` + tn.addr(1) + `): no longer holds it; `
+	if got := lines(stderr.String(), "lost"); len(got) != 1 || !strings.HasPrefix(got[0], want) || !strings.Contains(got[0], "sending SIGTERM to sh") {
+		t.Errorf("want one line starting %q and sending SIGTERM, got:\n%s", want, stderr)
 	}
-	if msg := err.Error() + stderr.String(); strings.Contains(msg, "redlock:") || strings.Count(msg, "no longer holds it") != 3 {
+	// The reason is said once, in the CLI's words: the final error only
+	// says what happened to the command.
+	if msg := err.Error(); strings.Contains(msg, "no longer holds") || strings.Contains(msg+stderr.String(), "redlock:") {
 		t.Errorf("the reason is not said once, in the CLI's words:\n%s\n%s", stderr, err)
 	}
 	tn.released(t, "k", cfg.ttl)
@@ -645,7 +658,6 @@ func TestRunInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(tctx)
 	done := runAsync(ctx, cfg)
 	waitFile(t, tctx, started)
-	holdsEverywhere(t, tctx, tn, "k")
 	cancel()
 	err := result(t, tctx, done)
 	if code := exitCode(err); code != 128+15 {
