@@ -62,14 +62,14 @@ not (the summary then says whether enough answered to know the lock's state);
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %v must be positive", timeout)
 			}
-			if ttl <= 0 {
-				return fmt.Errorf("--ttl %v must be positive", ttl)
-			}
 			clients, err := openNodes(*nodes)
 			if err != nil {
 				return err
 			}
 			defer closeNodes(clients)
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl %v must be positive", ttl)
+			}
 			diag := newNodeDiag(clients)
 			v := inspect(c.Context(), clients, args[0], timeout, votePolicy{quarantine: ttl, maxSkew: ttl / 10}, diag)
 			if asJSON {

@@ -114,17 +114,16 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
-	// From here on SIGINT and SIGTERM are this run's: they end a wait, or
-	// are passed on to the command.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-
 	clients, err := openNodes(cfg.nodes)
 	if err != nil {
 		return err
 	}
 	defer closeNodes(clients)
+	// From here on SIGINT and SIGTERM are this run's: they end a wait, or
+	// are passed on to the command.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	r := &runner{cfg: &cfg, clients: clients, diag: newNodeDiag(clients), sigs: sigs}
 	warnFewNodes(cfg.stderr, len(clients))
 	nodes := make([]redis.UniversalClient, len(clients))
