@@ -132,6 +132,17 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// holdsEverywhere reports whether every node stores value under key.
+func (e *env) holdsEverywhere(t *testing.T, key, value string) bool {
+	t.Helper()
+	for _, v := range e.values(t, key) {
+		if v != value {
+			return false
+		}
+	}
+	return true
+}
+
 // failures returns the transport failures counted so far, per node.
 func (e *env) failures() []int64 {
 	out := make([]int64, len(e.failed))

@@ -61,6 +61,11 @@ func TestInteropExcludesBothOrders(t *testing.T) {
 			if err := m.LockContext(ctx); err != nil {
 				t.Fatal(err)
 			}
+			if !e.holdsEverywhere(t, k, m.Value()) {
+				_, _ = m.UnlockContext(ctx)
+				lost("redsync's key is not on every node (a SET timed out)")
+				return
+			}
 			_, err := e.ours.TryAcquire(ctx, k)
 			if f := transportFailed(err); len(f) > 0 {
 				_, _ = m.UnlockContext(ctx)
@@ -266,7 +271,10 @@ func isRedsyncToken(v string) bool { return len(v) == 24 && v[22:] == "==" }
 
 // TestInteropForeignReleaseExtend: a holder whose key vanished from the
 // nodes (as after a node-side loss) and was then taken by the other library
-// neither deletes nor extends the other's key, in both directions.
+// neither deletes nor extends the other's key, in both directions. The first
+// holder's acquisition is decided on a majority; a SET of it that lands
+// after the wipe would leave its own key on a node, so the set-up is redone
+// until the second holder has the key on every node.
 func TestInteropForeignReleaseExtend(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxFor(t, 2*time.Minute)
@@ -289,6 +297,11 @@ func TestInteropForeignReleaseExtend(t *testing.T) {
 					t.Errorf("redsync Unlock: %v", err)
 				}
 			}()
+			if !e.holdsEverywhere(t, k, m.Value()) {
+				_ = l.Release(ctx)
+				lost("redsync's key is not on every node (a SET of ours landed after the wipe)")
+				return
+			}
 			// Our lock must still be valid by the local clock, so that Extend
 			// and Release do run their scripts on the nodes: the token check
 			// is what must protect redsync's key.
@@ -341,6 +354,11 @@ func TestInteropForeignReleaseExtend(t *testing.T) {
 					t.Errorf("redsync Unlock: %v", err)
 				}
 			}()
+			if !e.holdsEverywhere(t, k, m.Value()) {
+				_ = l.Release(ctx)
+				lost("redsync's key is not on every node (a SET of ours landed after the wipe)")
+				return
+			}
 			if !l.Valid() {
 				lost("our lock's validity ended before redsync took the key")
 				return
@@ -382,6 +400,12 @@ func TestInteropForeignReleaseExtend(t *testing.T) {
 				l, err := e.ours.Acquire(ctx, k, redlock.WithTTL(ttl))
 				if err != nil {
 					t.Fatal(err)
+				}
+				if !e.holdsEverywhere(t, k, l.Token()) {
+					_ = l.Release(ctx)
+					_, _ = m.UnlockContext(ctx)
+					lost("setNX=%v: our key is not on every node (a SET of redsync's landed after the wipe)", setNX)
+					return
 				}
 				if ok, err := m.ExtendContext(ctx); ok {
 					t.Fatalf("setNX=%v: redsync Extend over our key succeeded (err %v)", setNX, err)

@@ -177,7 +177,7 @@ func TestInspectNodeStates(t *testing.T) {
 func TestInspectNodesDown(t *testing.T) {
 	tn := newNodes(t, 3)
 	nodes := strings.Join(tn.urls, ",")
-	tn.mr[2].Close()
+	tn.down(t, 2)
 	out, err := execInspect(t, "--nodes", nodes, "k")
 	if code := exitCode(err); code != exitUnavailable {
 		t.Fatalf("exit status %d (%v), want %d", code, err, exitUnavailable)
@@ -189,7 +189,7 @@ func TestInspectNodesDown(t *testing.T) {
 	if !strings.Contains(out, "not held on any of the 2 nodes that answered") || !strings.Contains(out, "unreachable: connection refused") {
 		t.Errorf("output does not show the down node:\n%s", out)
 	}
-	tn.mr[1].Close()
+	tn.down(t, 1)
 	_, err = execInspect(t, "--nodes", nodes, "k")
 	if code := exitCode(err); code != exitUnavailable || !strings.Contains(err.Error(), "only 1 of 3 nodes answered, a majority needs 2: the lock's state is unknown") {
 		t.Errorf("exit status %d, error %v; want %d saying only 1 of 3 nodes answered", code, err, exitUnavailable)

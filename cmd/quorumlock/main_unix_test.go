@@ -61,8 +61,8 @@ func TestMainExitStatuses(t *testing.T) {
 	t.Run("unavailable", func(t *testing.T) {
 		tn := runNodes(t, 3)
 		tn.bootstrap()
-		tn.mr[1].Close()
-		tn.mr[2].Close()
+		tn.down(t, 1)
+		tn.down(t, 2)
 		err, stderr := answered(t, func() (error, string) {
 			var stderr syncBuffer
 			err := quorumlockCmd(t, &stderr, "run", "--nodes", strings.Join(tn.urls, ","), "--key", "k", "--no-wait", "--", "true").Run()

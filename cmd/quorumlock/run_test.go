@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 type testNodes struct {
 	mr   []*miniredis.Miniredis
 	urls []string
+	held map[int]int // node → socket holding its port while it is down
 }
 
 func newNodes(t *testing.T, n int) *testNodes {
@@ -41,6 +43,53 @@ func newNodes(t *testing.T, n int) *testNodes {
 
 // addr is node i's address, also after it was closed.
 func (tn *testNodes) addr(i int) string { return strings.TrimPrefix(tn.urls[i], "redis://") }
+
+// down takes node i away: its server closes, and a socket that is bound
+// to its port but does not listen keeps the port, so that connections are
+// refused and no other process on this busy host is given the port meanwhile
+// (which once made a "down" node answer).
+func (tn *testNodes) down(t *testing.T, i int) {
+	t.Helper()
+	tn.mr[i].Close()
+	ap, err := netip.ParseAddrPort(tn.addr(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SO_REUSEADDR as the listener had: its closed connections may linger
+	// in TIME_WAIT on the port.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		_ = syscall.Close(fd)
+		t.Fatalf("node %d: holding its port %d: %v (another process took it as the node closed)", i, ap.Port(), err)
+	}
+	if tn.held == nil {
+		tn.held = map[int]int{}
+	}
+	tn.held[i] = fd
+	t.Cleanup(func() { tn.release(i) })
+}
+
+// up brings node i back on its address, with the data it had.
+func (tn *testNodes) up(t *testing.T, i int) {
+	t.Helper()
+	tn.release(i)
+	if err := tn.mr[i].Restart(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (tn *testNodes) release(i int) {
+	if fd, ok := tn.held[i]; ok {
+		_ = syscall.Close(fd)
+		delete(tn.held, i)
+	}
+}
 
 // holders counts the nodes where key exists.
 func (tn *testNodes) holders(key string) int {
@@ -337,8 +386,8 @@ func TestRunNoWaitTaken(t *testing.T) {
 func TestRunNoWaitUnavailable(t *testing.T) {
 	tn := runNodes(t, 3)
 	tn.bootstrap()
-	tn.mr[1].Close()
-	tn.mr[2].Close()
+	tn.down(t, 1)
+	tn.down(t, 2)
 	err, stderr := answered(t, func() (error, string) {
 		cfg, _, stderr := testRun(tn, "k", "true")
 		cfg.noWait, cfg.bootstrap = true, false
@@ -382,17 +431,17 @@ func TestRunQuarantineHint(t *testing.T) {
 func TestRunWaitRunsOut(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(*testNodes)
+		setup func(*testing.T, *testNodes)
 		code  int
 		want  string
 	}{
-		{"taken", func(tn *testNodes) { tn.takenBy("k", "someone-else", time.Minute) }, exitTaken, "held by someone else (token someone-…)"},
-		{"unavailable", func(tn *testNodes) { tn.mr[1].Close(); tn.mr[2].Close() }, exitUnavailable, "lock service unavailable"},
+		{"taken", func(_ *testing.T, tn *testNodes) { tn.takenBy("k", "someone-else", time.Minute) }, exitTaken, "held by someone else (token someone-…)"},
+		{"unavailable", func(t *testing.T, tn *testNodes) { tn.down(t, 1); tn.down(t, 2) }, exitUnavailable, "lock service unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tn := runNodes(t, 3)
 			tn.bootstrap()
-			tc.setup(tn)
+			tc.setup(t, tn)
 			err, stderr := answered(t, func() (error, string) {
 				cfg, _, stderr := testRun(tn, "k", "true")
 				cfg.wait, cfg.bootstrap = 300*time.Millisecond, false
@@ -457,17 +506,15 @@ func waitRetries(t *testing.T, ctx context.Context, tn *testNodes, n int) {
 func TestRunWaitUnavailableThenObtains(t *testing.T) {
 	tn := runNodes(t, 3)
 	tn.bootstrap()
-	tn.mr[1].Close()
-	tn.mr[2].Close()
+	tn.down(t, 1)
+	tn.down(t, 2)
 	ctx := testCtx(t)
 	cfg, _, stderr := testRun(tn, "k", "true")
 	cfg.bootstrap = false
 	done := startWaiting(t, ctx, cfg, stderr)
 	waitOutput(t, ctx, stderr, `quorumlock: waiting for lock "k": lock service unavailable: 1 of 3 nodes can vote, 2 needed: node 1 (`+
 		tn.addr(1)+"): connection refused; node 2 ("+tn.addr(2)+"): connection refused")
-	if err := tn.mr[1].Restart(); err != nil {
-		t.Fatal(err)
-	}
+	tn.up(t, 1)
 	if err := result(t, ctx, done); err != nil {
 		t.Fatal(err)
 	}
@@ -630,8 +677,8 @@ func TestRunLockExpiredKillsAfterGrace(t *testing.T) {
 	done := runAsync(ctx, cfg)
 	waitFile(t, ctx, started)
 	// A majority goes away: extensions fail until the validity ends.
-	tn.mr[0].Close()
-	tn.mr[1].Close()
+	tn.down(t, 0)
+	tn.down(t, 1)
 	err := result(t, ctx, done)
 	if code := exitCode(err); code != exitLockLost {
 		t.Fatalf("exit status %d (%v), want %d", code, err, exitLockLost)
