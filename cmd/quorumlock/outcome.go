@@ -64,7 +64,6 @@ type blockage struct {
 	granted        int
 	nodes          []nodeProblem
 	slow           bool // a majority said yes, but the round outlasted the TTL
-	fromVotes      bool // from a round's votes, not a read of the nodes
 	quarantineHint bool // every problem is the restart quarantine
 }
 
@@ -78,7 +77,7 @@ func classify(err error, total int) (*blockage, bool) {
 	if !errors.As(err, &ne) {
 		return nil, false
 	}
-	b := &blockage{total: total, needed: ne.Needed, granted: ne.Granted, fromVotes: true}
+	b := &blockage{total: total, needed: ne.Needed, granted: ne.Granted}
 	for _, n := range ne.Nodes {
 		b.nodes = append(b.nodes, nodeProblemOf(n))
 	}
