@@ -188,6 +188,10 @@ func (e *env) observe(cmd redis.Cmder) {
 	}
 }
 
+// releasedChannel is where the nodes announce releases (redlock.KeyPrefix
+// documents it).
+const releasedChannel = redlock.KeyPrefix + "released"
+
 // waitSubscribed waits until a node has a subscriber on channel.
 func (e *env) waitSubscribed(ctx context.Context, channel string) error {
 	for {
@@ -250,22 +254,15 @@ func isReply(err error) bool {
 // transport failure (no reply in time, refused, reset): on a loaded host a
 // round can lose votes that way, which is not what a test asserts about.
 func transportFailed(err error) []int {
-	var nodes []*redlock.NodeError
-	var ne *redlock.NotObtainedError
-	var qe *redlock.QuorumError
-	switch {
-	case errors.As(err, &ne):
-		nodes = ne.Nodes
-	case errors.As(err, &qe):
-		nodes = qe.Nodes
+	var re *redlock.RoundError
+	if !errors.As(err, &re) {
+		return nil
 	}
 	var out []int
-	for _, n := range nodes {
-		if errors.Is(n.Err, redlock.ErrTaken) || errors.Is(n.Err, redlock.ErrQuarantined) ||
-			errors.Is(n.Err, redlock.ErrClockSkew) || errors.Is(n.Err, redlock.ErrNotHeld) {
-			continue
+	for _, n := range re.Nodes {
+		if n.Reason == redlock.NodeFailed {
+			out = append(out, n.Node)
 		}
-		out = append(out, n.Node)
 	}
 	return out
 }

@@ -152,6 +152,11 @@ type votePolicy struct {
 	maxSkew    time.Duration // 0: none
 }
 
+// The library's keys that inspect reads (redlock.KeyPrefix documents them).
+const sentinelKey = redlock.KeyPrefix + "node"
+
+func fenceKey(key string) string { return redlock.KeyPrefix + "fence:" + key }
+
 // inspect reads key on every node at once, each bounded by timeout, and
 // judges each node's state by pol; d explains failed reads.
 func inspect(ctx context.Context, clients []*redis.Client, key string, timeout time.Duration, pol votePolicy, d *nodeDiag) *lockView {
@@ -199,8 +204,8 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, key)
 		pttl = p.PTTL(ctx, key)
-		fence = p.Get(ctx, redlock.KeyPrefix+"fence:"+key)
-		sentinel = p.Get(ctx, redlock.KeyPrefix+"node")
+		fence = p.Get(ctx, fenceKey(key))
+		sentinel = p.Get(ctx, sentinelKey)
 		now = p.Time(ctx)
 		return nil
 	})

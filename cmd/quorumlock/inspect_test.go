@@ -34,7 +34,7 @@ func holdLock(t *testing.T, tn *testNodes, key string, ttl time.Duration) *redlo
 		nodes[i] = c
 	}
 	const nodeTimeout = 250 * time.Millisecond
-	locks, err := redlock.New(nodes, redlock.WithNodeTimeout(nodeTimeout))
+	locks, err := redlock.New(nodes, redlock.WithNodeTimeout(nodeTimeout), redlock.WithTTL(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func holdLock(t *testing.T, tn *testNodes, key string, ttl time.Duration) *redlo
 	for {
 		// Acquire, not TryAcquire: on a loaded host one attempt can lose
 		// votes to its node timeout.
-		l, err := locks.Acquire(ctx, key, redlock.WithTTL(ttl), redlock.WithFencing(true))
+		l, err := locks.Acquire(ctx, key, redlock.WithFencing(true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,14 +122,14 @@ func TestInspectNodeStates(t *testing.T) {
 	// TTL; node 3: bootstrapped, nothing else.
 	tn.mr[0].Set("k", "tok-a")
 	tn.mr[0].SetTTL("k", 4*time.Second)
-	tn.mr[0].Set(redlock.FencePrefix+"k", "7")
+	tn.mr[0].Set(fenceKey("k"), "7")
 	set := time.Now()
 	ahead := set.Add(90 * time.Second)
 	tn.mr[1].SetTime(ahead)
-	tn.mr[1].Set(redlock.SentinelKey, stringInt(ahead.Add(-time.Minute).UnixMilli()))
+	tn.mr[1].Set(sentinelKey, stringInt(ahead.Add(-time.Minute).UnixMilli()))
 	tn.mr[2].SetTime(set)
-	tn.mr[2].Set(redlock.SentinelKey, stringInt(set.Add(-3*time.Second).UnixMilli()))
-	tn.mr[3].Set(redlock.SentinelKey, "0")
+	tn.mr[2].Set(sentinelKey, stringInt(set.Add(-3*time.Second).UnixMilli()))
+	tn.mr[3].Set(sentinelKey, "0")
 
 	out, err := execInspect(t, "--nodes", strings.Join(tn.urls, ","), "--json", "k")
 	elapsed := time.Since(set)

@@ -69,42 +69,81 @@ type blockage struct {
 
 // classify turns the error of an acquisition round into a blockage, and
 // reports false for errors that are not about the nodes' answers (bad
-// options, a closed client). A round is "taken" only when other owners hold
-// the key on enough nodes that no majority is left for us; anything else
-// that kept a majority from saying yes makes the service unavailable.
+// options, a closed client). The library's reason decides: "taken" only when
+// other owners hold the key on enough nodes that no majority is left for us
+// (ErrTaken); anything else that kept a majority from saying yes makes the
+// service unavailable. A round cut short by the context has no reason of
+// its own; its nodes then decide, by the same rule.
 func classify(err error, total int) (*blockage, bool) {
-	var ne *redlock.NotObtainedError
-	if !errors.As(err, &ne) {
+	var re *redlock.RoundError
+	if !errors.As(err, &re) || errors.Is(re.Reason, redlock.ErrClosed) {
 		return nil, false
 	}
-	b := &blockage{total: total, needed: ne.Needed, granted: ne.Granted}
-	for _, n := range ne.Nodes {
+	b := &blockage{total: total, needed: re.Needed, granted: re.Granted}
+	for _, n := range re.Nodes {
 		b.nodes = append(b.nodes, nodeProblemOf(n))
 	}
-	b.slow = errors.Is(ne.Cause, redlock.ErrExpired)
+	b.slow = errors.Is(re.Reason, redlock.ErrExpired)
 	b.decide()
+	switch {
+	case errors.Is(re.Reason, redlock.ErrTaken):
+		b.why = whyTaken
+	case errors.Is(re.Reason, redlock.ErrNoQuorum), b.slow:
+		b.why = whyUnavailable
+	}
 	return b, true
 }
 
 // nodeProblemOf reads one node's refusal.
 func nodeProblemOf(n *redlock.NodeError) nodeProblem {
-	p := nodeProblem{node: n.Node, addr: n.Addr, kind: nodeFailed, err: n.Err}
-	var (
-		te *redlock.TakenError
-		qe *redlock.QuarantineError
-		se *redlock.SkewError
-	)
-	switch {
-	case errors.As(n.Err, &te):
-		p.kind, p.wait, p.err = nodeTaken, te.TTL, nil
-	case errors.As(n.Err, &qe):
-		p.kind, p.wait, p.err = nodeQuarantined, qe.Remaining, nil
-	case errors.As(n.Err, &se):
-		p.kind, p.wait, p.err = nodeSkewed, se.Skew, nil
-	case errors.Is(n.Err, redlock.ErrNotHeld):
-		p.kind, p.err = nodeNotHeld, nil
+	p := nodeProblem{node: n.Node, addr: n.Addr, wait: n.Wait}
+	switch n.Reason {
+	case redlock.NodeTaken:
+		p.kind = nodeTaken
+	case redlock.NodeQuarantined:
+		p.kind = nodeQuarantined
+	case redlock.NodeSkewed:
+		p.kind = nodeSkewed
+	case redlock.NodeNotHeld:
+		p.kind = nodeNotHeld
+	default:
+		p.kind, p.err, p.wait = nodeFailed, n.Err, 0
 	}
 	return p
+}
+
+// fromStates is the blockage a read of the nodes (Client.Inspect) shows
+// for a new holder, by the rules of a vote with maxSkew as the skew bound.
+// The waiter's own attempt may sit on a node at the moment of the read
+// and cannot be told from another owner's, so keys count only when they
+// make the lock taken.
+func fromStates(states []redlock.NodeState, needed int, maxSkew time.Duration) *blockage {
+	b := &blockage{total: len(states), needed: needed}
+	for _, st := range states {
+		p := nodeProblem{node: st.Node, addr: st.Addr}
+		switch {
+		case st.Err != nil:
+			p.kind, p.err = nodeFailed, st.Err
+		case st.Quarantine > 0:
+			p.kind, p.wait = nodeQuarantined, st.Quarantine
+		case maxSkew > 0 && (st.Skew > maxSkew || -st.Skew > maxSkew):
+			p.kind, p.wait = nodeSkewed, st.Skew
+		case st.Holder != "":
+			p.kind, p.token, p.wait = nodeTaken, st.Holder, st.TTL
+			if st.TTL <= 0 {
+				p.wait = -1
+			}
+		default:
+			continue
+		}
+		b.nodes = append(b.nodes, p)
+	}
+	b.decide()
+	if b.why != whyTaken {
+		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
+		b.decide()
+	}
+	return b
 }
 
 // decide sets the reason from the nodes.
@@ -210,10 +249,12 @@ func (b *blockage) describeTaken() string {
 	}
 	var s strings.Builder
 	s.WriteString("held by someone else")
+	on := len(ttls)
 	if tok := mostCommon(tokens); tok != "" {
 		fmt.Fprintf(&s, " (token %s)", tokenPrefix(tok))
+		on = tokens[tok]
 	}
-	fmt.Fprintf(&s, " on %d of %d nodes", len(ttls), b.total)
+	fmt.Fprintf(&s, " on %d of %d nodes", on, b.total)
 	// The key frees for us when enough of those nodes let it expire: the
 	// (taken − (total − needed))-th shortest TTL.
 	slices.Sort(ttls)
@@ -289,24 +330,53 @@ func tokenPrefix(tok string) string {
 	return tok[:8] + "…"
 }
 
-// describeLoss says in one line why a held lock ended; err is Lock.Err().
-func describeLoss(key string, err error, d *nodeDiag) string {
-	head := fmt.Sprintf("lock %q lost: ", key)
-	var qe *redlock.QuorumError
-	hasQE := errors.As(err, &qe)
+// loss is what the CLI knows of a lock that ended without a release.
+type loss struct {
+	key     string
+	err     error               // Lock.Err()
+	maxHold bool                // the keep-alive stopped at --max-hold
+	token   string              // the lost lock's token
+	states  []redlock.NodeState // a read of the nodes after the loss; nil if none
+}
+
+// describe says in one line why the lock ended and, from the read of the
+// nodes, which of them are behind it: those that no longer hold the token,
+// or those that cannot be reached.
+func (l loss) describe(d *nodeDiag) string {
+	head := fmt.Sprintf("lock %q lost: ", l.key)
+	var why string
+	var nodes []nodeProblem
 	switch {
-	case errors.Is(err, redlock.ErrMaxHold):
+	case l.maxHold:
 		return head + "it reached --max-hold and was not extended further"
-	case hasQE && errors.Is(qe.Reason, redlock.ErrNotHeld):
-		return head + "a majority of nodes no longer holds it" + nodeErrors(qe.Nodes, d)
-	case hasQE:
-		return head + "its validity ended before an extension reached a majority" + nodeErrors(qe.Nodes, d)
-	case errors.Is(err, redlock.ErrExpired):
-		return head + "its validity ended before it was extended"
-	case errors.Is(err, redlock.ErrNotHeld):
-		return head + "a majority of nodes no longer holds it"
+	case errors.Is(l.err, redlock.ErrNotHeld):
+		why = "a majority of nodes no longer holds it"
+		for _, st := range l.states {
+			if st.Err == nil && st.Holder != l.token {
+				nodes = append(nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeNotHeld})
+			}
+		}
+	case errors.Is(l.err, redlock.ErrExpired):
+		why = "its validity ended before an extension reached a majority"
+	default:
+		return head + strings.TrimPrefix(l.err.Error(), "redlock: ")
 	}
-	return head + strings.TrimPrefix(err.Error(), "redlock: ")
+	for _, st := range l.states {
+		if st.Err != nil {
+			nodes = append(nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeFailed, err: st.Err})
+		}
+	}
+	slices.SortFunc(nodes, func(x, y nodeProblem) int { return x.node - y.node })
+	var s strings.Builder
+	s.WriteString(head + why)
+	for i, p := range nodes {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		s.WriteString(sep + p.describe(d))
+	}
+	return s.String()
 }
 
 // nodeErrors lists the nodes of an extend or release round that did not
@@ -397,25 +467,11 @@ func isTimeout(err error) bool {
 		(errors.As(err, &ne) && ne.Timeout())
 }
 
-// redlockNodeErrors finds the per-node errors in an error of the library: a
-// round's, or Bootstrap's errors.Join of them.
+// redlockNodeErrors finds the per-node errors of a round of the library.
 func redlockNodeErrors(err error) []*redlock.NodeError {
-	var qe *redlock.QuorumError
-	var ne *redlock.NotObtainedError
-	switch {
-	case errors.As(err, &qe):
-		return qe.Nodes
-	case errors.As(err, &ne):
-		return ne.Nodes
+	var re *redlock.RoundError
+	if errors.As(err, &re) {
+		return re.Nodes
 	}
-	var out []*redlock.NodeError
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			var n *redlock.NodeError
-			if errors.As(e, &n) {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -145,7 +146,7 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 		// A minority may be down; the acquisition decides whether enough
 		// nodes are left.
 		if err := r.locks.Bootstrap(ctx); err != nil {
-			fmt.Fprintf(cfg.stderr, "quorumlock: bootstrap did not reach every node%s\n", nodeErrors(redlockNodeErrors(err), r.diag))
+			fmt.Fprintf(cfg.stderr, "quorumlock: bootstrap declared nothing: it did not reach a majority%s\n", nodeErrors(redlockNodeErrors(err), r.diag))
 		}
 	}
 
@@ -157,7 +158,7 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 		// Also after an interrupt: the key must not outlive the command.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if rerr := l.Release(rctx); rerr != nil && l.Err() == redlock.ErrReleased {
+		if rerr := l.Release(rctx); rerr != nil && errors.Is(l.Err(), redlock.ErrReleased) {
 			fmt.Fprintf(cfg.stderr, "quorumlock: lock %q released on too few nodes%s; it expires on the others within %v\n",
 				cfg.key, nodeErrors(redlockNodeErrors(rerr), r.diag), cfg.ttl)
 		}
@@ -252,7 +253,7 @@ func (r *runner) acquire(ctx context.Context) (*redlock.Lock, error) {
 	}, cfg.lockOpts...)
 	l, err := r.locks.TryAcquire(ctx, cfg.key, opts...)
 	if err == nil {
-		return held(l), nil
+		return l, nil
 	}
 	if sig, ok := r.interrupted(ctx); ok {
 		return nil, r.interruptedErr(sig)
@@ -274,16 +275,6 @@ func (r *runner) acquire(ctx context.Context) (*redlock.Lock, error) {
 		}}
 	}
 	return r.wait(ctx, b, opts)
-}
-
-// held is an acquired lock, ready for use.
-func held(l *redlock.Lock) *redlock.Lock {
-	// Acquire stores the lock's queue hand-off after the extender goroutine
-	// has started, without the lock's mutex; Until takes that mutex, which
-	// orders the store before the extender's next use of it (an otherwise
-	// reported data race when the lock is lost).
-	_ = l.Until()
-	return l
 }
 
 // wait blocks in Acquire until the lock is held, --wait runs out or a
@@ -329,7 +320,7 @@ func (r *runner) wait(ctx context.Context, first *blockage, opts []redlock.LockO
 		case a := <-res:
 			if a.err == nil && sig == 0 {
 				fmt.Fprintf(cfg.stderr, "quorumlock: lock %q obtained after waiting %v\n", cfg.key, time.Since(start).Round(100*time.Millisecond))
-				return held(a.l), nil
+				return a.l, nil
 			}
 			if a.err == nil { // the signal came first
 				_ = a.l.Release(context.WithoutCancel(ctx))
@@ -411,36 +402,55 @@ func watchEvery(ttl time.Duration) time.Duration {
 	return min(max(ttl/4, 250*time.Millisecond), 5*time.Second)
 }
 
-// observeTimeout bounds each node's answer to a read of its state.
-const observeTimeout = 2 * time.Second
-
-// observe reads the nodes' state of the key: why it would not be ours now,
-// by the same rules the votes follow (nil when the read failed).
+// observe reads the nodes' state of the key (Client.Inspect: the holder,
+// the quarantine and the skew as the votes judge them): why the lock would
+// not be ours now; nil when the wait has ended meanwhile.
 func (r *runner) observe(ctx context.Context) *blockage {
-	if ctx.Err() != nil {
+	states := r.read(ctx)
+	if states == nil || ctx.Err() != nil {
 		return nil
 	}
-	v := inspect(ctx, r.clients, r.cfg.key, observeTimeout, r.policy(), r.diag)
-	if ctx.Err() != nil {
+	return fromStates(states, r.locks.Quorum(), r.cfg.ttl/10)
+}
+
+// read is Client.Inspect of the key; nil when ctx ended.
+func (r *runner) read(ctx context.Context) []redlock.NodeState {
+	states, err := r.locks.Inspect(ctx, r.cfg.key)
+	if err != nil {
 		return nil
 	}
-	return v.blockage()
+	return states
 }
 
-// policy is what this run's client enforces: quarantine and skew bound
-// follow the TTL (the library's defaults).
-func (r *runner) policy() votePolicy {
-	return votePolicy{quarantine: r.cfg.ttl, maxSkew: r.cfg.ttl / 10}
-}
-
-// readHolder adds the holders' tokens to a "taken" blockage.
+// readHolder completes a "taken" blockage with a read of the nodes: the
+// round stopped listening once the key was taken on enough of them, and
+// did not learn the holders' tokens; the read has the holder on every node.
 func (r *runner) readHolder(ctx context.Context, b *blockage) {
-	v := inspect(ctx, r.clients, r.cfg.key, observeTimeout, r.policy(), r.diag)
-	for i, p := range b.nodes {
-		if p.kind == nodeTaken && p.node < len(v.PerNode) {
-			b.nodes[i].token = v.PerNode[p.node].Token
+	states := r.read(ctx)
+	if states == nil {
+		return
+	}
+	b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
+	for _, st := range states {
+		if st.Err == nil && st.Holder != "" {
+			wait := st.TTL
+			if wait <= 0 {
+				wait = -1
+			}
+			b.nodes = append(b.nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeTaken, token: st.Holder, wait: wait})
 		}
 	}
+	slices.SortFunc(b.nodes, func(x, y nodeProblem) int { return x.node - y.node })
+}
+
+// lost describes the end of l without a release, with a read of the nodes
+// made now.
+func (r *runner) lost(ctx context.Context, l *redlock.Lock, acquired time.Time) loss {
+	cfg := r.cfg
+	// The keep-alive stops short of --max-hold: the next extension would
+	// have passed it.
+	maxHold := cfg.maxHold > 0 && time.Since(acquired)+cfg.ttl >= cfg.maxHold
+	return loss{key: cfg.key, err: l.Err(), maxHold: maxHold, token: l.Token(), states: r.read(context.WithoutCancel(ctx))}
 }
 
 // interrupted reports the signal that ended the wait: received here, or
@@ -487,6 +497,7 @@ func (r *runner) supervise(ctx context.Context, l *redlock.Lock) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
+	acquired := time.Now() // for --max-hold, measured as the keep-alive does, from about now
 	group := func(sig syscall.Signal) { _ = syscall.Kill(-cmd.Process.Pid, sig) }
 	cancelled := ctx.Done()
 	lockDone := l.Done()
@@ -501,10 +512,10 @@ func (r *runner) supervise(ctx context.Context, l *redlock.Lock) error {
 					cause: l.Err(),
 				}}
 			}
-			if lerr := l.Err(); lerr != nil && lerr != redlock.ErrReleased {
+			if lerr := l.Err(); lerr != nil && !errors.Is(lerr, redlock.ErrReleased) {
 				// Lost as the command exited, not known which came first:
 				// the command's status stands, the operator hears of it.
-				fmt.Fprintf(cfg.stderr, "quorumlock: %s, as %s exited\n", describeLoss(cfg.key, lerr, r.diag), cfg.argv[0])
+				fmt.Fprintf(cfg.stderr, "quorumlock: %s, as %s exited\n", r.lost(ctx, l, acquired).describe(r.diag), cfg.argv[0])
 			}
 			return childStatus(cfg.argv[0], err)
 		case s := <-r.sigs:
@@ -519,14 +530,15 @@ func (r *runner) supervise(ctx context.Context, l *redlock.Lock) error {
 			}
 		case <-lockDone:
 			lockDone = nil
-			lerr := l.Err()
-			if lerr == redlock.ErrReleased {
+			if errors.Is(l.Err(), redlock.ErrReleased) {
 				continue
 			}
 			lost = true
-			fmt.Fprintf(cfg.stderr, "quorumlock: %s; sending SIGTERM to %s (pid %d), SIGKILL in %v\n",
-				describeLoss(cfg.key, lerr, r.diag), cfg.argv[0], cmd.Process.Pid, cfg.grace)
+			// SIGTERM first: the read of the nodes for the message can take
+			// a node timeout.
 			group(syscall.SIGTERM)
+			fmt.Fprintf(cfg.stderr, "quorumlock: %s; sent SIGTERM to %s (pid %d), SIGKILL in %v\n",
+				r.lost(ctx, l, acquired).describe(r.diag), cfg.argv[0], cmd.Process.Pid, cfg.grace)
 			t := time.NewTimer(cfg.grace)
 			defer t.Stop()
 			kill = t.C

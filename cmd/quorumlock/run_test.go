@@ -155,7 +155,7 @@ func (tn *testNodes) expireInRealTime(t *testing.T) {
 // bootstrap declares the nodes fresh, as --bootstrap does.
 func (tn *testNodes) bootstrap() {
 	for _, mr := range tn.mr {
-		mr.Set(redlock.SentinelKey, "0")
+		mr.Set(sentinelKey, "0")
 	}
 }
 
@@ -655,8 +655,8 @@ func TestRunLockLostTerminates(t *testing.T) {
 	}
 	want := `quorumlock: lock "k" lost: a majority of nodes no longer holds it: node 0 (` + tn.addr(0) +
 		`): no longer holds it; node 1 (` + tn.addr(1) + `): no longer holds it; `
-	if got := lines(stderr.String(), "lost"); len(got) != 1 || !strings.HasPrefix(got[0], want) || !strings.Contains(got[0], "sending SIGTERM to sh") {
-		t.Errorf("want one line starting %q and sending SIGTERM, got:\n%s", want, stderr)
+	if got := lines(stderr.String(), "lost"); len(got) != 1 || !strings.HasPrefix(got[0], want) || !strings.Contains(got[0], "sent SIGTERM to sh") {
+		t.Errorf("want one line starting %q and sent SIGTERM, got:\n%s", want, stderr)
 	}
 	// The reason is said once, in the CLI's words: the final error only
 	// says what happened to the command.
