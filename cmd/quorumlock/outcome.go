@@ -149,20 +149,27 @@ func fromStates(states []redlock.NodeState, needed int, maxSkew time.Duration) *
 // decide sets the reason from the nodes.
 func (b *blockage) decide() {
 	slices.SortFunc(b.nodes, func(x, y nodeProblem) int { return x.node - y.node })
-	taken, quarantined := 0, 0
+	taken := 0
 	for _, p := range b.nodes {
-		switch p.kind {
-		case nodeTaken:
+		if p.kind == nodeTaken {
 			taken++
-		case nodeQuarantined:
-			quarantined++
 		}
 	}
 	b.why = whyUnavailable
 	if taken > b.total-b.needed {
 		b.why = whyTaken
 	}
-	b.quarantineHint = quarantined > 0 && quarantined == len(b.nodes)
+	b.quarantineHint = b.onlyQuarantine()
+}
+
+// onlyQuarantine reports whether every node listed is in its quarantine.
+func (b *blockage) onlyQuarantine() bool {
+	for _, p := range b.nodes {
+		if p.kind != nodeQuarantined {
+			return false
+		}
+	}
+	return len(b.nodes) > 0
 }
 
 // failed reports whether a node failed to answer.

@@ -265,9 +265,7 @@ func (r *runner) acquire(ctx context.Context) (*redlock.Lock, error) {
 	if !ok {
 		return nil, err
 	}
-	if b.why == whyTaken {
-		r.readHolder(ctx, b)
-	}
+	r.complete(ctx, b)
 	if cfg.noWait {
 		return nil, &exitError{code: b.exitCode(), err: &reported{
 			msg:   fmt.Sprintf("lock %q not obtained: %s", cfg.key, b.describe(r.diag)),
@@ -391,8 +389,8 @@ func (r *runner) lastWord(ctx context.Context, err error, last *blockage) *block
 		return last
 	case b.why == whyTaken && last.why == whyTaken:
 		return last // it knows the holder's token
-	case b.why == whyTaken:
-		r.readHolder(ctx, b)
+	default:
+		r.complete(ctx, b)
 	}
 	return b
 }
@@ -422,25 +420,41 @@ func (r *runner) read(ctx context.Context) []redlock.NodeState {
 	return states
 }
 
-// readHolder completes a "taken" blockage with a read of the nodes: the
-// round stopped listening once the key was taken on enough of them, and
-// did not learn the holders' tokens; the read has the holder on every node.
-func (r *runner) readHolder(ctx context.Context, b *blockage) {
+// complete adds to a blockage from a round what a read of the nodes shows:
+// the round stopped listening once its outcome was decided, so it may lack
+// some nodes' state, and it does not learn the holders' tokens. Nodes the
+// round did not list and the read finds unable to vote are added; for a
+// taken lock, the holders come from the read.
+func (r *runner) complete(ctx context.Context, b *blockage) {
 	states := r.read(ctx)
 	if states == nil {
 		return
 	}
-	b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
-	for _, st := range states {
-		if st.Err == nil && st.Holder != "" {
-			wait := st.TTL
-			if wait <= 0 {
-				wait = -1
+	listed := map[int]bool{}
+	if b.why == whyTaken {
+		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
+	}
+	for _, p := range b.nodes {
+		listed[p.node] = true
+	}
+	for _, p := range fromStates(states, b.needed, r.cfg.ttl/10).nodes {
+		if !listed[p.node] && p.kind != nodeTaken {
+			b.nodes = append(b.nodes, p)
+		}
+	}
+	if b.why == whyTaken {
+		for _, st := range states {
+			if st.Err == nil && st.Holder != "" && !listed[st.Node] {
+				wait := st.TTL
+				if wait <= 0 {
+					wait = -1
+				}
+				b.nodes = append(b.nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeTaken, token: st.Holder, wait: wait})
 			}
-			b.nodes = append(b.nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeTaken, token: st.Holder, wait: wait})
 		}
 	}
 	slices.SortFunc(b.nodes, func(x, y nodeProblem) int { return x.node - y.node })
+	b.quarantineHint = b.onlyQuarantine()
 }
 
 // lost describes the end of l without a release, with a read of the nodes
