@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -24,6 +26,7 @@ func newInspectCmd() *cobra.Command {
 	var (
 		nodes   *nodeFlags
 		timeout time.Duration
+		ttl     time.Duration
 		asJSON  bool
 	)
 	c := &cobra.Command{
@@ -37,7 +40,15 @@ when set by --bootstrap) and how far the node's clock is from this host's.
 The summary says whether one token is on a majority. It is a snapshot: a
 holder's own validity is shorter than the TTL the nodes report.
 
-Exit status 0 when a majority of the nodes answered, 1 otherwise.
+The STATE column says whether each node can vote now: "ok"; "quarantined"
+while its data is younger than the restart quarantine (one --ttl, as the
+clients' default; a node without a sentinel starts it at its next vote);
+"skewed" when its clock is off this host's by more than --ttl/10; or
+"unreachable" and why. Nodes are numbered from 0 in the order of --nodes.
+
+Exit status 0 when every node answered; 69 (EX_UNAVAILABLE) when a node did
+not (the summary then says whether enough answered to know the lock's state);
+1 for other errors.
 
 ` + nodesHelp,
 		Args: func(_ *cobra.Command, args []string) error {
@@ -62,7 +73,11 @@ Exit status 0 when a majority of the nodes answered, 1 otherwise.
 				return err
 			}
 			defer closeNodes(clients)
-			v := inspect(c.Context(), clients, args[0], timeout)
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl %v must be positive", ttl)
+			}
+			diag := newNodeDiag(clients)
+			v := inspect(c.Context(), clients, args[0], timeout, votePolicy{quarantine: ttl, maxSkew: ttl / 10}, diag)
 			if asJSON {
 				enc := json.NewEncoder(c.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -72,16 +87,14 @@ Exit status 0 when a majority of the nodes answered, 1 otherwise.
 			} else if err := v.writeText(c.OutOrStdout()); err != nil {
 				return err
 			}
-			if v.Answered < v.Quorum {
-				return fmt.Errorf("only %d of %d nodes answered, a majority needs %d: the lock's state is unknown", v.Answered, v.Nodes, v.Quorum)
-			}
-			return nil
+			return v.status()
 		},
 	}
 	f := c.Flags()
 	nodes = addNodesFlag(f)
 	f.DurationVar(&timeout, "timeout", 2*time.Second, "bound on each node's answer")
 	f.BoolVarP(&asJSON, "json", "j", false, "print JSON instead of a table")
+	f.DurationVar(&ttl, "ttl", redlock.DefaultTTL, "the TTL the clients use: a node votes once its data is that old, and only with a clock within TTL/10 of theirs")
 	return c
 }
 
@@ -122,10 +135,37 @@ type nodeView struct {
 	NodeTime int64   `json:"node_time_ms,omitempty"`
 	Skew     int64   `json:"skew_ms"`
 	RTT      float64 `json:"rtt_ms"`
+	// State is whether the node can vote now: "ok", "quarantined" (for
+	// QuarantineLeft more), "skewed", or "unreachable".
+	State          string `json:"state"`
+	QuarantineLeft int64  `json:"quarantine_left_ms,omitempty"`
+
+	err error // the read's error, for messages
 }
 
-// inspect reads key on every node at once, each bounded by timeout.
-func inspect(ctx context.Context, clients []*redis.Client, key string, timeout time.Duration) *lockView {
+// Node states.
+const (
+	stateOK          = "ok"
+	stateQuarantined = "quarantined"
+	stateSkewed      = "skewed"
+	stateUnreachable = "unreachable"
+)
+
+// votePolicy is what the voting clients enforce, to tell which nodes can
+// vote.
+type votePolicy struct {
+	quarantine time.Duration // 0: none
+	maxSkew    time.Duration // 0: none
+}
+
+// The library's keys that inspect reads (redlock.KeyPrefix documents them).
+const sentinelKey = redlock.KeyPrefix + "node"
+
+func fenceKey(key string) string { return redlock.KeyPrefix + "fence:" + key }
+
+// inspect reads key on every node at once, each bounded by timeout, and
+// judges each node's state by pol; d explains failed reads.
+func inspect(ctx context.Context, clients []*redis.Client, key string, timeout time.Duration, pol votePolicy, d *nodeDiag) *lockView {
 	v := &lockView{Key: key, Nodes: len(clients), Quorum: quorum.Majority(len(clients)), Observed: time.Now(),
 		PerNode: make([]nodeView, len(clients))}
 	var wg sync.WaitGroup
@@ -133,15 +173,17 @@ func inspect(ctx context.Context, clients []*redis.Client, key string, timeout t
 		wg.Go(func() {
 			nctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			v.PerNode[i] = inspectNode(nctx, c, key)
-			v.PerNode[i].Node = i
+			n := inspectNode(nctx, c, key)
+			n.Node = i
+			n.judge(pol, d)
+			v.PerNode[i] = n
 		})
 	}
 	wg.Wait()
 
 	count := map[string]int{}
 	for _, n := range v.PerNode {
-		if n.Error != "" {
+		if n.State == stateUnreachable || n.Error != "" {
 			continue
 		}
 		v.Answered++
@@ -168,13 +210,14 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, key)
 		pttl = p.PTTL(ctx, key)
-		fence = p.Get(ctx, redlock.KeyPrefix+"fence:"+key)
-		sentinel = p.Get(ctx, redlock.KeyPrefix+"node")
+		fence = p.Get(ctx, fenceKey(key))
+		sentinel = p.Get(ctx, sentinelKey)
 		now = p.Time(ctx)
 		return nil
 	})
 	rtt := time.Since(start)
 	if err != nil && now.Err() != nil { // the transaction failed, not one read
+		n.err = err
 		n.Error = err.Error()
 		return n
 	}
@@ -221,6 +264,85 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 	return n
 }
 
+// judge sets the node's state: could it vote now, by pol?
+func (n *nodeView) judge(pol votePolicy, d *nodeDiag) {
+	switch {
+	case n.NodeTime == 0 && n.err != nil:
+		n.State = stateUnreachable
+		n.Error = d.explain(n.Node, n.err)
+	case pol.quarantine > 0 && n.Sentinel == nil:
+		// The next vote creates the sentinel and starts the quarantine.
+		n.State, n.QuarantineLeft = stateQuarantined, pol.quarantine.Milliseconds()
+	case pol.quarantine > 0 && *n.Sentinel != 0 && n.NodeTime-*n.Sentinel < pol.quarantine.Milliseconds():
+		n.State, n.QuarantineLeft = stateQuarantined, pol.quarantine.Milliseconds()-(n.NodeTime-*n.Sentinel)
+	case pol.maxSkew > 0 && abs(n.Skew)-int64(n.RTT/2) > pol.maxSkew.Milliseconds():
+		// Only beyond what the round trip leaves uncertain.
+		n.State = stateSkewed
+	default:
+		n.State = stateOK
+	}
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// status is the command's verdict: nil when every node answered, an
+// exitUnavailable error naming the nodes that did not.
+func (v *lockView) status() error {
+	var down []string
+	for _, n := range v.PerNode {
+		if n.State == stateUnreachable {
+			down = append(down, fmt.Sprintf("node %d (%s): %s", n.Node, n.Addr, n.Error))
+		}
+	}
+	if len(down) == 0 {
+		return nil
+	}
+	verdict := fmt.Sprintf("%d of %d nodes answered, enough to know the lock's state", v.Answered, v.Nodes)
+	if v.Answered < v.Quorum {
+		verdict = fmt.Sprintf("only %d of %d nodes answered, a majority needs %d: the lock's state is unknown", v.Answered, v.Nodes, v.Quorum)
+	}
+	return &exitError{code: exitUnavailable, err: fmt.Errorf("unreachable: %s; %s", strings.Join(down, "; "), verdict)}
+}
+
+// blockage is what keeps the key from a new holder in this view, by the
+// rules of a vote; the acquisition's own token is not known here, so a node
+// holding any token counts as taken.
+func (v *lockView) blockage() *blockage {
+	b := &blockage{total: v.Nodes, needed: v.Quorum}
+	for _, n := range v.PerNode {
+		p := nodeProblem{node: n.Node, addr: n.Addr}
+		switch {
+		case n.State == stateUnreachable:
+			p.kind, p.err = nodeFailed, n.err
+		case n.State == stateQuarantined:
+			p.kind, p.wait = nodeQuarantined, time.Duration(n.QuarantineLeft)*time.Millisecond
+		case n.State == stateSkewed:
+			p.kind, p.wait = nodeSkewed, time.Duration(n.Skew)*time.Millisecond
+		case n.Exists:
+			p.kind, p.token, p.wait = nodeTaken, n.Token, time.Duration(n.PTTL)*time.Millisecond
+			if n.PTTL < 0 {
+				p.wait = -1
+			}
+		default:
+			continue
+		}
+		b.nodes = append(b.nodes, p)
+	}
+	b.decide()
+	if b.why != whyTaken {
+		// Not enough for "taken", and the key on a node may be the
+		// waiter's own attempt: only the nodes that cannot vote matter.
+		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
+		b.decide()
+	}
+	return b
+}
+
 // writeText prints the summary line and one row per node.
 func (v *lockView) writeText(w io.Writer) error {
 	var summary string
@@ -238,15 +360,19 @@ func (v *lockView) writeText(w io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tKEY\tTOKEN\tPTTL\tFENCE\tSENTINEL\tSKEW\tRTT")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tKEY\tTOKEN\tPTTL\tFENCE\tSENTINEL\tSKEW\tRTT")
 	for _, n := range v.PerNode {
-		if n.NodeTime == 0 && n.Error != "" {
-			fmt.Fprintf(tw, "%d\t%s\terror: %s\n", n.Node, n.Addr, n.Error)
+		if n.State == stateUnreachable {
+			fmt.Fprintf(tw, "%d\t%s\tunreachable: %s\n", n.Node, n.Addr, n.Error)
 			continue
 		}
-		state, token, pttl := "absent", "-", "-"
+		state := n.State
+		if n.State == stateQuarantined {
+			state += " " + (time.Duration(n.QuarantineLeft) * time.Millisecond).Round(100*time.Millisecond).String()
+		}
+		present, token, pttl := "absent", "-", "-"
 		if n.Exists {
-			state, token, pttl = "present", n.Token, "no expiry"
+			present, token, pttl = "present", n.Token, "no expiry"
 			if n.PTTL >= 0 {
 				pttl = (time.Duration(n.PTTL) * time.Millisecond).String()
 			}
@@ -260,8 +386,8 @@ func (v *lockView) writeText(w io.Writer) error {
 			age := time.Duration(n.NodeTime-*n.Sentinel) * time.Millisecond
 			sentinel = "data age " + age.Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%+dms\t%.1fms\n",
-			n.Node, n.Addr, state, token, pttl, n.Fence, sentinel, n.Skew, n.RTT)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%+dms\t%.1fms\n",
+			n.Node, n.Addr, state, present, token, pttl, n.Fence, sentinel, n.Skew, n.RTT)
 		if n.Error != "" {
 			fmt.Fprintf(tw, "\t\terror: %s\n", n.Error)
 		}

@@ -6,10 +6,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
 
@@ -31,15 +33,51 @@ func newRootCmd() *cobra.Command {
 var subcommands []func() *cobra.Command
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The CLI reports node failures itself, once and in its own words; the
+	// pool's log of every failed dial would bury them.
+	redis.SetLogger(quietRedis{})
+	ctx, stop := signalContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "quorumlock:", err)
-		var ec exitCoder
-		if asExitCoder(err, &ec) {
-			os.Exit(ec.ExitCode())
+	os.Exit(report(os.Stderr, err))
+}
+
+// report prints err, if any, and returns the exit status it stands for.
+func report(w io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(w, "quorumlock:", err)
+	var ec exitCoder
+	if asExitCoder(err, &ec) {
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// signalContext is signal.NotifyContext with the signal as the context's
+// cause (a *signalError), so that a command interrupted while it waits can
+// exit with 128+N as the shell expects.
+func signalContext(parent context.Context, sigs ...os.Signal) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(&signalError{sig: toSignal(s)})
+		case <-done:
 		}
-		os.Exit(1)
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(context.Canceled)
 	}
 }
+
+// quietRedis is go-redis' logger for the CLI: silent.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

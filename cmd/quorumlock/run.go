@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -19,19 +20,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quorumlock/quorumlock/redlock"
-)
-
-// Exit statuses of `quorumlock run` besides the command's own.
-const (
-	// exitNotObtained: the lock was taken (--no-wait) or --wait ran out.
-	// EX_TEMPFAIL from sysexits.h: try again later.
-	exitNotObtained = 75
-	// exitLockLost: the lock was lost while the command ran, and the command
-	// was terminated. EX_UNAVAILABLE: the service the job relied on went away.
-	exitLockLost = 69
-	// exitCannotRun and exitNotFound follow the shell's convention.
-	exitCannotRun = 126
-	exitNotFound  = 127
 )
 
 func init() { subcommands = append(subcommands, newRunCmd) }
@@ -78,11 +66,27 @@ the group gets SIGTERM, then SIGKILL after --grace. SIGINT and SIGTERM sent
 to quorumlock are passed on to the group; the lock stays held until COMMAND
 has exited.
 
-Exit status: COMMAND's own when it ran to completion (128+N when signal N
-killed it); 75 when the lock was not obtained (taken with --no-wait, or
---wait ran out); 69 when the lock was lost and COMMAND was terminated;
-126 when COMMAND could not be started, 127 when it was not found; 1 for
-other errors.
+While it waits for the lock, run prints one line saying why (held by whom and
+for how long; nodes unreachable, in restart quarantine or with a skewed
+clock), one more when that changes, and one when it gets the lock. Nodes are
+numbered from 0 in the order of --nodes.
+
+Exit status (sysexits.h names in brackets):
+  COMMAND's    COMMAND ran to completion (128+N when signal N killed it)
+  75           the lock is held by someone else: with --no-wait, or when
+               --wait ran out while it was (EX_TEMPFAIL: try again later)
+  69           the lock service is unavailable: too few nodes can vote
+               (unreachable, in restart quarantine, clock skewed, too slow
+               for the TTL): with --no-wait, or when --wait ran out while it
+               was (EX_UNAVAILABLE)
+  77           the lock was lost while COMMAND ran; COMMAND was terminated
+               and may have done part of its work (EX_NOPERM: its
+               permission to run was withdrawn)
+  130, 143     interrupted by SIGINT, SIGTERM while waiting for the lock
+  126, 127     COMMAND could not be started, was not found
+  1            other errors (flags, node URLs)
+COMMAND's own status may be any of these numbers too; quorumlock's last line
+on stderr says which it was.
 
 ` + nodesHelp,
 		Args: cobra.ArbitraryArgs,
@@ -103,8 +107,8 @@ other errors.
 	nodes = addNodesFlag(f)
 	f.StringVar(&cfg.key, "key", "", "lock key (required); the same key on every host that runs the job")
 	f.DurationVar(&cfg.ttl, "ttl", redlock.DefaultTTL, "lock TTL: how long the nodes keep the lock if this process dies; it is extended while COMMAND runs")
-	f.DurationVar(&cfg.wait, "wait", 0, "give up (exit 75) when the lock is not obtained within this time; 0 waits until interrupted")
-	f.BoolVar(&cfg.noWait, "no-wait", false, "make one attempt; exit 75 at once when the lock is taken")
+	f.DurationVar(&cfg.wait, "wait", 0, "give up (exit 75 or 69) when the lock is not obtained within this time; 0 waits until interrupted")
+	f.BoolVar(&cfg.noWait, "no-wait", false, "make one attempt; exit at once with 75 when the lock is taken, 69 when the lock service is unavailable")
 	f.BoolVar(&cfg.fencing, "fencing", false, "obtain a fence token and pass it as QUORUMLOCK_FENCE")
 	f.DurationVar(&cfg.grace, "grace", 10*time.Second, "after a lost lock, time between SIGTERM and SIGKILL")
 	f.DurationVar(&cfg.maxHold, "max-hold", 0, "stop extending the lock after this time (COMMAND is then terminated); 0: no limit")
@@ -123,6 +127,13 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 		return err
 	}
 	defer closeNodes(clients)
+	// From here on SIGINT and SIGTERM are this run's: they end a wait, or
+	// are passed on to the command.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	r := &runner{cfg: &cfg, clients: clients, diag: newNodeDiag(clients), sigs: sigs}
+	warnFewNodes(cfg.stderr, len(clients))
 	nodes := make([]redis.UniversalClient, len(clients))
 	for i, c := range clients {
 		nodes[i] = c
@@ -131,22 +142,22 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 	for _, o := range cfg.lockOpts {
 		opts = append(opts, o)
 	}
-	locks, err := redlock.New(nodes, opts...)
+	r.locks, err = redlock.New(nodes, opts...)
 	if err != nil {
 		return err
 	}
-	defer locks.Close()
+	defer r.locks.Close()
 
-	connect(ctx, clients, cfg.stderr)
+	down := connect(ctx, clients)
 	if cfg.bootstrap {
 		// A minority may be down; the acquisition decides whether enough
 		// nodes are left.
-		if err := locks.Bootstrap(ctx); err != nil {
-			fmt.Fprintf(cfg.stderr, "quorumlock: bootstrap: %v\n", err)
+		if err := r.locks.Bootstrap(ctx); err != nil {
+			fmt.Fprintf(cfg.stderr, "quorumlock: bootstrap declared nothing: it did not reach a majority%s\n", nodeErrors(redlockNodeErrors(err), r.diag))
 		}
 	}
 
-	l, err := cfg.acquire(ctx, locks)
+	l, err := r.acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,11 +165,42 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 		// Also after an interrupt: the key must not outlive the command.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if rerr := l.Release(rctx); rerr != nil && l.Err() == redlock.ErrReleased {
-			fmt.Fprintf(cfg.stderr, "quorumlock: release: %v\n", rerr)
+		if rerr := l.Release(rctx); rerr != nil && errors.Is(l.Err(), redlock.ErrReleased) {
+			fmt.Fprintf(cfg.stderr, "quorumlock: lock %q released on too few nodes%s; it expires on the others within %v\n",
+				cfg.key, nodeErrors(redlockNodeErrors(rerr), r.diag), cfg.ttl)
 		}
 	}()
-	return cfg.supervise(ctx, l)
+	if !r.waited {
+		for i, err := range down {
+			if err != nil {
+				fmt.Fprintf(cfg.stderr, "quorumlock: warning: node %d (%s) did not answer (%s); the lock is held on a majority without it\n",
+					i, clients[i].Options().Addr, r.diag.explain(i, err))
+			}
+		}
+	}
+	return r.supervise(ctx, l)
+}
+
+// warnFewNodes warns that one or two nodes give up what Redlock is for.
+func warnFewNodes(w io.Writer, n int) {
+	switch n {
+	case 1:
+		fmt.Fprintln(w, "quorumlock: warning: 1 node is not Redlock: the lock is lost when it restarts without its data or fails over, and unavailable while it is down; use 3 or more independent masters")
+	case 2:
+		fmt.Fprintln(w, "quorumlock: warning: with 2 nodes a majority is both: either one down makes the lock unavailable; 3 nodes tolerate one failure, 5 tolerate two")
+	}
+}
+
+// runner is one `run`: its nodes, its client and its signals.
+type runner struct {
+	cfg     *runConfig
+	clients []*redis.Client
+	diag    *nodeDiag
+	locks   *redlock.Client
+	sigs    chan os.Signal
+	// waited is set once the wait was reported: the operator has seen the
+	// state of the nodes.
+	waited bool
 }
 
 // connectTimeout bounds the first contact with each node.
@@ -167,9 +209,9 @@ const connectTimeout = 5 * time.Second
 // connect opens a connection to every node before the lock is requested:
 // the per-node timeout of an attempt (tens of milliseconds) is too short
 // for a cold dial with AUTH and HELLO on a busy host, and with --no-wait
-// there is only one attempt. A node that does not answer is reported; the
-// acquisition then decides whether enough are left.
-func connect(ctx context.Context, clients []*redis.Client, stderr io.Writer) {
+// there is only one attempt. It returns each node's error; the acquisition
+// decides whether enough nodes are left.
+func connect(ctx context.Context, clients []*redis.Client) []error {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	errs := make([]error, len(clients))
@@ -178,11 +220,7 @@ func connect(ctx context.Context, clients []*redis.Client, stderr io.Writer) {
 		wg.Go(func() { errs[i] = c.Ping(ctx).Err() })
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			fmt.Fprintf(stderr, "quorumlock: node %d (%s): %v\n", i, clients[i].Options().Addr, err)
-		}
-	}
+	return errs
 }
 
 func (cfg *runConfig) check() error {
@@ -207,58 +245,257 @@ func (cfg *runConfig) check() error {
 	return nil
 }
 
-// acquire obtains the lock, turning "not obtained" into exit status 75.
-func (cfg *runConfig) acquire(ctx context.Context, locks *redlock.Client) (*redlock.Lock, error) {
+// errWaitRanOut is the cause of the acquisition's context when --wait ends it.
+var errWaitRanOut = errors.New("--wait ran out")
+
+// acquire obtains the lock: one attempt, and with --no-wait that is all; a
+// wait otherwise (see wait). A lock not obtained is an exitError with the
+// status of its reason.
+func (r *runner) acquire(ctx context.Context) (*redlock.Lock, error) {
+	cfg := r.cfg
 	opts := append([]redlock.LockOption{
 		redlock.WithAutoExtend(true),
 		redlock.WithFencing(cfg.fencing),
 		redlock.WithMaxHold(cfg.maxHold),
 	}, cfg.lockOpts...)
-	var l *redlock.Lock
-	var err error
-	if cfg.noWait {
-		l, err = locks.TryAcquire(ctx, cfg.key, opts...)
-	} else {
-		actx := ctx
-		if cfg.wait > 0 {
-			var cancel context.CancelFunc
-			actx, cancel = context.WithTimeout(ctx, cfg.wait)
-			defer cancel()
-		}
-		l, err = locks.Acquire(actx, cfg.key, opts...)
-	}
+	l, err := r.locks.TryAcquire(ctx, cfg.key, opts...)
 	if err == nil {
-		// Acquire stores the lock's queue hand-off after the extender
-		// goroutine has started, without the lock's mutex; Until takes that
-		// mutex, which orders the store before the extender's next use of
-		// it (an otherwise reported data race when the lock is lost).
-		_ = l.Until()
 		return l, nil
 	}
-	var re *redlock.RoundError
-	if !errors.As(err, &re) {
+	if sig, ok := r.interrupted(ctx); ok {
+		return nil, r.interruptedErr(sig)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("lock %q not obtained: %w", cfg.key, context.Cause(ctx))
+	}
+	b, ok := classify(err, len(r.clients))
+	if !ok {
 		return nil, err
 	}
-	var why string
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("interrupted while waiting for lock %q: %w", cfg.key, err)
-	case errors.Is(err, context.DeadlineExceeded) && cfg.wait > 0:
-		// The last attempt was cut short, so its votes tell little.
-		why = fmt.Sprintf("not obtained within --wait %v", cfg.wait)
-	case quarantined(re):
-		why = "nodes in restart quarantine (for freshly deployed nodes only: --bootstrap)"
-	case errors.Is(err, redlock.ErrTaken):
-		why = "held by another owner"
-	default:
-		why = "not obtained"
+	r.complete(ctx, b)
+	if cfg.noWait {
+		return nil, &exitError{code: b.exitCode(), err: &reported{
+			msg:   fmt.Sprintf("lock %q not obtained: %s", cfg.key, b.describe(r.diag)),
+			cause: err,
+		}}
 	}
-	return nil, &exitError{code: exitNotObtained, err: fmt.Errorf("lock %q %s: %w", cfg.key, why, err)}
+	return r.wait(ctx, b, opts)
+}
+
+// wait blocks in Acquire until the lock is held, --wait runs out or a
+// signal arrives. It says once why it waits (first, from the attempt that
+// failed), and again whenever reads of the nodes find another reason or
+// holder; not at every retry.
+func (r *runner) wait(ctx context.Context, first *blockage, opts []redlock.LockOption) (*redlock.Lock, error) {
+	cfg := r.cfg
+	start := time.Now()
+	fmt.Fprintf(cfg.stderr, "quorumlock: waiting for lock %q: %s\n", cfg.key, first.describe(r.diag))
+	r.waited = true
+	last, seen := first, first.signature()
+	candidate := "" // a new state seen by one read, to be confirmed by the next
+
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if cfg.wait > 0 {
+		var stop context.CancelFunc
+		actx, stop = context.WithTimeoutCause(actx, cfg.wait, errWaitRanOut)
+		defer stop()
+	}
+	type acquired struct {
+		l   *redlock.Lock
+		err error
+	}
+	res := make(chan acquired, 1)
+	go func() {
+		l, err := r.locks.Acquire(actx, cfg.key, opts...)
+		res <- acquired{l, err}
+	}()
+
+	tick := time.NewTicker(watchEvery(cfg.ttl))
+	defer tick.Stop()
+	var snap chan *blockage // the read in flight, if any
+	defer func() {
+		if snap != nil {
+			<-snap
+		}
+	}()
+	var sig syscall.Signal
+	for {
+		select {
+		case a := <-res:
+			if a.err == nil && sig == 0 {
+				fmt.Fprintf(cfg.stderr, "quorumlock: lock %q obtained after waiting %v\n", cfg.key, time.Since(start).Round(100*time.Millisecond))
+				return a.l, nil
+			}
+			if a.err == nil { // the signal came first
+				_ = a.l.Release(context.WithoutCancel(ctx))
+			}
+			if s, ok := r.interrupted(actx); ok || sig != 0 {
+				if !ok {
+					s = sig
+				}
+				return nil, r.interruptedErr(s)
+			}
+			if errors.Is(context.Cause(actx), errWaitRanOut) {
+				b := r.lastWord(ctx, a.err, last)
+				return nil, &exitError{code: b.exitCode(), err: &reported{
+					msg:   fmt.Sprintf("lock %q not obtained within --wait %v: %s", cfg.key, cfg.wait, b.summary()),
+					cause: a.err,
+				}}
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("lock %q not obtained: %w", cfg.key, context.Cause(ctx))
+			}
+			if b, ok := classify(a.err, len(r.clients)); ok {
+				return nil, &exitError{code: b.exitCode(), err: &reported{
+					msg:   fmt.Sprintf("lock %q not obtained: %s", cfg.key, b.describe(r.diag)),
+					cause: a.err,
+				}}
+			}
+			return nil, a.err
+		case s := <-r.sigs:
+			if sig == 0 {
+				sig = toSignal(s)
+				cancel(&signalError{sig: sig})
+			}
+		case <-tick.C:
+			if snap == nil {
+				snap = make(chan *blockage, 1)
+				go func(out chan<- *blockage) { out <- r.observe(actx) }(snap)
+			}
+		case b := <-snap:
+			snap = nil
+			if b == nil || !b.blocks() {
+				candidate = ""
+				continue // free, or about to be: the attempt decides
+			}
+			// A change counts once two reads in a row agree on it, so that
+			// a blip (one read that stalled on a busy host) is not news.
+			switch sgn := b.signature(); {
+			case sgn == seen:
+				candidate = ""
+			case sgn != candidate:
+				candidate = sgn
+			default:
+				fmt.Fprintf(cfg.stderr, "quorumlock: still waiting for lock %q after %v: %s\n",
+					cfg.key, time.Since(start).Round(time.Second), b.describe(r.diag))
+				last, seen, candidate = b, sgn, ""
+			}
+		}
+	}
+}
+
+// lastWord is the reason a wait that ran out reports: that of Acquire's
+// last attempt when it can be trusted, or the last one seen. The end of the
+// wait can cut an attempt short, and its votes then fail with the deadline;
+// refusals by other owners, the quarantine or the skew guard are answers.
+func (r *runner) lastWord(ctx context.Context, err error, last *blockage) *blockage {
+	b, ok := classify(err, len(r.clients))
+	switch {
+	case !ok || b.failed():
+		return last
+	case b.why == whyTaken && last.why == whyTaken:
+		return last // it knows the holder's token
+	default:
+		r.complete(ctx, b)
+	}
+	return b
+}
+
+// watchEvery is how often a waiting run reads the nodes' state.
+func watchEvery(ttl time.Duration) time.Duration {
+	return min(max(ttl/4, 250*time.Millisecond), 5*time.Second)
+}
+
+// observe reads the nodes' state of the key (Client.Inspect: the holder,
+// the quarantine and the skew as the votes judge them): why the lock would
+// not be ours now; nil when the wait has ended meanwhile.
+func (r *runner) observe(ctx context.Context) *blockage {
+	states := r.read(ctx)
+	if states == nil || ctx.Err() != nil {
+		return nil
+	}
+	return fromStates(states, r.locks.Quorum(), r.cfg.ttl/10)
+}
+
+// read is Client.Inspect of the key; nil when ctx ended.
+func (r *runner) read(ctx context.Context) []redlock.NodeState {
+	states, err := r.locks.Inspect(ctx, r.cfg.key)
+	if err != nil {
+		return nil
+	}
+	return states
+}
+
+// complete adds to a blockage from a round what a read of the nodes shows:
+// the round stopped listening once its outcome was decided, so it may lack
+// some nodes' state, and it does not learn the holders' tokens. Nodes the
+// round did not list and the read finds unable to vote are added; for a
+// taken lock, the holders come from the read.
+func (r *runner) complete(ctx context.Context, b *blockage) {
+	states := r.read(ctx)
+	if states == nil {
+		return
+	}
+	listed := map[int]bool{}
+	if b.why == whyTaken {
+		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
+	}
+	for _, p := range b.nodes {
+		listed[p.node] = true
+	}
+	for _, p := range fromStates(states, b.needed, r.cfg.ttl/10).nodes {
+		if !listed[p.node] && p.kind != nodeTaken {
+			b.nodes = append(b.nodes, p)
+		}
+	}
+	if b.why == whyTaken {
+		for _, st := range states {
+			if st.Err == nil && st.Holder != "" && !listed[st.Node] {
+				wait := st.TTL
+				if wait <= 0 {
+					wait = -1
+				}
+				b.nodes = append(b.nodes, nodeProblem{node: st.Node, addr: st.Addr, kind: nodeTaken, token: st.Holder, wait: wait})
+			}
+		}
+	}
+	slices.SortFunc(b.nodes, func(x, y nodeProblem) int { return x.node - y.node })
+	b.quarantineHint = b.onlyQuarantine()
+}
+
+// lost describes the end of l without a release, with a read of the nodes
+// made now.
+func (r *runner) lost(ctx context.Context, l *redlock.Lock, acquired time.Time) loss {
+	cfg := r.cfg
+	// The keep-alive stops short of --max-hold: the next extension would
+	// have passed it.
+	maxHold := cfg.maxHold > 0 && time.Since(acquired)+cfg.ttl >= cfg.maxHold
+	return loss{key: cfg.key, err: l.Err(), maxHold: maxHold, token: l.Token(), states: r.read(context.WithoutCancel(ctx))}
+}
+
+// interrupted reports the signal that ended the wait: received here, or
+// the cause of ctx (the process's signal context).
+func (r *runner) interrupted(ctx context.Context) (syscall.Signal, bool) {
+	select {
+	case s := <-r.sigs:
+		return toSignal(s), true
+	default:
+	}
+	return asSignal(context.Cause(ctx))
+}
+
+func (r *runner) interruptedErr(sig syscall.Signal) error {
+	return &exitError{code: 128 + int(sig), err: fmt.Errorf("%s while waiting for lock %q", (&signalError{sig: sig}).Error(), r.cfg.key)}
 }
 
 // supervise runs the command and waits for it, terminating it when the lock
 // is lost and passing on the signals quorumlock receives.
-func (cfg *runConfig) supervise(ctx context.Context, l *redlock.Lock) error {
+func (r *runner) supervise(ctx context.Context, l *redlock.Lock) error {
+	cfg := r.cfg
+	if sig, ok := r.interrupted(ctx); ok {
+		return r.interruptedErr(sig) // before the command started: it does not
+	}
 	cmd := exec.Command(cfg.argv[0], cfg.argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.stdin, cfg.stdout, cfg.stderr
 	cmd.Env = append(os.Environ(), "QUORUMLOCK_KEY="+l.Key(), "QUORUMLOCK_TOKEN="+l.Token())
@@ -271,11 +508,6 @@ func (cfg *runConfig) supervise(ctx context.Context, l *redlock.Lock) error {
 	// Children that keep the output pipes open must not hold up Wait for long.
 	cmd.WaitDelay = cfg.grace + time.Second
 
-	// Registered before the start so that no signal falls between the two.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-
 	if err := cmd.Start(); err != nil {
 		code := exitCannotRun
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
@@ -286,48 +518,48 @@ func (cfg *runConfig) supervise(ctx context.Context, l *redlock.Lock) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
+	acquired := time.Now() // for --max-hold, measured as the keep-alive does, from about now
 	group := func(sig syscall.Signal) { _ = syscall.Kill(-cmd.Process.Pid, sig) }
-	interrupted := ctx.Done()
+	cancelled := ctx.Done()
 	lockDone := l.Done()
-	var lost error
-	var kill, cancelled <-chan time.Time
-	forwarded := false
+	lost := false // reported on stderr when it happened
+	var kill <-chan time.Time
 	for {
 		select {
 		case err := <-exited:
-			if lost != nil {
-				return &exitError{code: exitLockLost, err: fmt.Errorf("%s terminated: %w", cfg.argv[0], lost)}
+			if lost {
+				return &exitError{code: exitLockLost, err: &reported{
+					msg:   fmt.Sprintf("lock %q lost while %s ran; it was terminated", cfg.key, cfg.argv[0]),
+					cause: l.Err(),
+				}}
 			}
-			if lerr := l.Err(); lerr != nil && lerr != redlock.ErrReleased {
+			if lerr := l.Err(); lerr != nil && !errors.Is(lerr, redlock.ErrReleased) {
 				// Lost as the command exited, not known which came first:
 				// the command's status stands, the operator hears of it.
-				fmt.Fprintf(cfg.stderr, "quorumlock: %v, as %s exited\n", lerr, cfg.argv[0])
+				fmt.Fprintf(cfg.stderr, "quorumlock: %s, as %s exited\n", r.lost(ctx, l, acquired).describe(r.diag), cfg.argv[0])
 			}
 			return childStatus(cfg.argv[0], err)
-		case sig := <-sigs:
-			forwarded = true
-			group(sig.(syscall.Signal))
-		case <-interrupted:
-			// The root command's context ends on SIGINT/SIGTERM, which sigs
-			// passes on as they are; the same signal may reach sigs a moment
-			// after the context. Any other cancellation ends the command with
-			// SIGTERM.
-			interrupted = nil
-			cancelled = time.After(100 * time.Millisecond)
+		case s := <-r.sigs:
+			group(toSignal(s))
 		case <-cancelled:
 			cancelled = nil
-			if !forwarded {
+			// A signal that ended ctx also reached r.sigs (registered
+			// before the acquisition) and is passed on there. Any other
+			// end of ctx ends the command with SIGTERM.
+			if _, ok := asSignal(context.Cause(ctx)); !ok {
 				group(syscall.SIGTERM)
 			}
 		case <-lockDone:
 			lockDone = nil
-			if err := l.Err(); err == redlock.ErrReleased {
+			if errors.Is(l.Err(), redlock.ErrReleased) {
 				continue
 			}
-			lost = l.Err()
-			fmt.Fprintf(cfg.stderr, "quorumlock: %v; sending SIGTERM to %s (pid %d), SIGKILL in %v\n",
-				lost, cfg.argv[0], cmd.Process.Pid, cfg.grace)
+			lost = true
+			// SIGTERM first: the read of the nodes for the message can take
+			// a node timeout.
 			group(syscall.SIGTERM)
+			fmt.Fprintf(cfg.stderr, "quorumlock: %s; sent SIGTERM to %s (pid %d), SIGKILL in %v\n",
+				r.lost(ctx, l, acquired).describe(r.diag), cfg.argv[0], cmd.Process.Pid, cfg.grace)
 			t := time.NewTimer(cfg.grace)
 			defer t.Stop()
 			kill = t.C
@@ -355,14 +587,4 @@ func childStatus(name string, err error) error {
 		return &exitError{code: 128 + int(ws.Signal()), err: fmt.Errorf("%s: %w", name, err)}
 	}
 	return &exitError{code: ee.ExitCode(), err: fmt.Errorf("%s: %w", name, err)}
-}
-
-// quarantined reports whether some node refused for its restart quarantine.
-func quarantined(re *redlock.RoundError) bool {
-	for _, n := range re.Nodes {
-		if n.Reason == redlock.NodeQuarantined {
-			return true
-		}
-	}
-	return false
 }

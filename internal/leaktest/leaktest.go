@@ -1,5 +1,6 @@
 // Package leaktest checks, after a package's tests, that they left no
-// goroutine running: goleak with more patience.
+// goroutine running: goleak with more patience. It also quiets go-redis'
+// reports of failed dials, which tests that kill nodes cause by the dozen.
 //
 // A go-redis pool that failed to dial a node (killed or partitioned on
 // purpose) as often as its size redials from a goroutine that sleeps a second
@@ -8,20 +9,26 @@
 package leaktest
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
 // Patience is how long VerifyTestMain waits for goroutines to end.
 const Patience = 3 * time.Second
 
-// VerifyTestMain runs the tests and then fails the run if goroutines are
-// still running after Patience.
+// VerifyTestMain quiets go-redis' dial failures (see RedisLogger), runs the
+// tests and then fails the run if goroutines are still running after
+// Patience.
 func VerifyTestMain(m *testing.M) {
+	redis.SetLogger(RedisLogger{W: os.Stderr})
 	code := m.Run()
 	if code == 0 {
 		if err := Find(Patience); err != nil {
@@ -42,4 +49,20 @@ func Find(patience time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// RedisLogger is a go-redis logger (redis.SetLogger) that drops the
+// connection pool's reports of dials that failed and of connections it could
+// not get: in tests they are the expected echo of nodes killed, paused or
+// partitioned on purpose, and the command that needed the connection returns
+// the same error to the test. Every other message (a panic recovered in the
+// pool, a connection with unread data) is written to W.
+type RedisLogger struct{ W io.Writer }
+
+// Printf implements go-redis' internal.Logging.
+func (l RedisLogger) Printf(_ context.Context, format string, v ...any) {
+	if strings.HasPrefix(format, "redis: connection pool: failed to") {
+		return
+	}
+	fmt.Fprintf(l.W, "redis: "+strings.TrimPrefix(format, "redis: ")+"\n", v...)
 }

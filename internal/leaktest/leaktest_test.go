@@ -1,0 +1,26 @@
+package leaktest
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestMain(m *testing.M) { VerifyTestMain(m) }
+
+func TestRedisLoggerDropsOnlyFailedConnections(t *testing.T) {
+	var b strings.Builder
+	l := RedisLogger{W: &b}
+	ctx := context.Background()
+	l.Printf(ctx, "redis: connection pool: failed to dial after %d attempts: %v", 5, "connection refused")
+	l.Printf(ctx, "redis: connection pool: failed to get a usable connection after %d attempts", 3)
+	if b.Len() != 0 {
+		t.Fatalf("dial failures were written: %q", b.String())
+	}
+	l.Printf(ctx, "addIdleConn panic: %+v", "boom")
+	l.Printf(ctx, "redis: connection pool: conn[%d] rejected by hook, returning to pool", 7)
+	want := "redis: addIdleConn panic: boom\nredis: connection pool: conn[7] rejected by hook, returning to pool\n"
+	if b.String() != want {
+		t.Fatalf("logged %q, want %q", b.String(), want)
+	}
+}
