@@ -45,8 +45,23 @@ type Write struct {
 	Fence    uint64
 	HasFence bool
 	Accepted bool // the storage acknowledged the write
-	Rejected bool // the storage refused it (stale fence, aborted transaction)
+	Rejected bool // the storage refused it: a stale fencing token
+	Aborted  bool // an optimistic transaction that EXEC refused
 }
+
+// StoreResult is what the storage did with one write.
+type StoreResult int
+
+const (
+	// StoreUnknown: the write failed and may or may not have landed.
+	StoreUnknown StoreResult = iota
+	// StoreAccepted: the storage acknowledged the write.
+	StoreAccepted
+	// StoreRefused: the fencing check refused a stale token.
+	StoreRefused
+	// StoreAborted: EXEC refused an optimistic transaction.
+	StoreAborted
+)
 
 // WriteKind tells what a Write was for.
 type WriteKind int
@@ -82,6 +97,7 @@ type History struct {
 	FinalPrice      int64
 	HasPrice        bool
 	AbortedTxns     int // optimistic transactions that EXEC refused
+	Rounds          int // acquisition rounds the implementation ran; 0 when it does not say
 	ImplementsFence bool
 }
 
@@ -132,15 +148,18 @@ func (r *Recorder) Released(i int, at time.Duration) {
 // Store runs one write against the shared storage and records it. Writes are
 // serialised here so that the recorded order is the order the single storage
 // node applied them; the storage serialises them anyway, so this changes no
-// outcome. do reports whether the storage accepted the write, refused it
-// (rejected), or failed with an unknown outcome (neither).
-func (r *Recorder) Store(w Write, do func() (accepted, rejected bool)) (accepted bool) {
+// outcome. do reports what the storage did with the write.
+func (r *Recorder) Store(w Write, do func() StoreResult) (accepted bool) {
 	r.storeMu.Lock()
 	defer r.storeMu.Unlock()
-	w.Accepted, w.Rejected = do()
+	res := do()
+	w.Accepted, w.Rejected, w.Aborted = res == StoreAccepted, res == StoreRefused, res == StoreAborted
 	w.At = r.Now()
 	r.mu.Lock()
 	r.h.Writes = append(r.h.Writes, w)
+	if w.Aborted {
+		r.h.AbortedTxns++
+	}
 	r.mu.Unlock()
 	return w.Accepted
 }
@@ -149,13 +168,6 @@ func (r *Recorder) Store(w Write, do func() (accepted, rejected bool)) (accepted
 func (r *Recorder) Fault(f FaultSpan) {
 	r.mu.Lock()
 	r.h.Faults = append(r.h.Faults, f)
-	r.mu.Unlock()
-}
-
-// Aborted counts an optimistic transaction that EXEC refused.
-func (r *Recorder) Aborted() {
-	r.mu.Lock()
-	r.h.AbortedTxns++
 	r.mu.Unlock()
 }
 

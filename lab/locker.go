@@ -17,6 +17,12 @@ type Locker interface {
 	Close() error
 }
 
+// A RoundCounter is a Locker that can tell how many acquisition rounds (one
+// vote on every node) it ran; the report divides it by the acquisitions.
+type RoundCounter interface {
+	Rounds() uint64
+}
+
 // Held is one acquired lock.
 type Held interface {
 	// Until is the local validity deadline; it carries a monotonic reading.

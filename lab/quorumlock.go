@@ -48,6 +48,8 @@ func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error)
 
 func (l quorumlockLocker) Close() error { return l.c.Close() }
 
+func (l quorumlockLocker) Rounds() uint64 { return l.c.Stats().Attempts }
+
 type quorumlockHeld struct{ l *redlock.Lock }
 
 func (h quorumlockHeld) Until() time.Time { return h.l.Until() }

@@ -165,6 +165,9 @@ func writeMarkdown(w io.Writer, r *Results) {
 					fmt.Fprintf(w, ", %.1f writes/s", o.Throughput)
 				}
 				fmt.Fprintln(w, ".")
+				if hs := handoffLine(c); hs != "" {
+					fmt.Fprintf(w, "  %s\n", hs)
+				}
 			}
 		}
 		if s.Picture != "" {
@@ -188,4 +191,22 @@ func faultsLine(s ScenarioResult) string {
 		return strings.Join(parts, "; ") + "."
 	}
 	return ""
+}
+
+// handoffLine says how the lock moved between clients: the measure that
+// explains a throughput difference between a fair lock and one that lets
+// the releasing client win again.
+func handoffLine(c Check) string {
+	n := c.Handoffs + c.Regains
+	if n < 10 {
+		return ""
+	}
+	s := fmt.Sprintf("Hand-offs: %.0f%% of acquisitions went to another client than the previous holder (median gap from its release %v), "+
+		"%.0f%% back to the same client (median gap %v); per client %d..%d acquisitions",
+		100*float64(c.Handoffs)/float64(n), round(c.HandoffGap), 100*float64(c.Regains)/float64(n), round(c.RegainGap),
+		c.PerClientMin, c.PerClientMax)
+	if c.Rounds > 0 && c.Acquisitions > 0 {
+		s += fmt.Sprintf("; %.1f rounds on the nodes per acquisition", float64(c.Rounds)/float64(c.Acquisitions))
+	}
+	return s + "."
 }

@@ -162,6 +162,7 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 	hist := r.rec.Finish(func(h *History) {
 		h.Clients = r.clients
 		h.ImplementsFence = r.fencing && impl.Fencing
+		h.Rounds = r.rounds()
 		if r.counter {
 			h.FinalCounter, h.HasCounter = readFinal(storage.Client, "lab:counter")
 		}
@@ -249,6 +250,19 @@ func (r *run) newLocker(nodes []redis.UniversalClient) (Locker, error) {
 	r.lockers = append(r.lockers, l)
 	r.mu.Unlock()
 	return l, nil
+}
+
+// rounds sums the acquisition rounds of the clients that count them.
+func (r *run) rounds() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.lockers {
+		if rc, ok := l.(RoundCounter); ok {
+			n += int(rc.Rounds())
+		}
+	}
+	return n
 }
 
 func (r *run) closeLockers() {

@@ -86,7 +86,7 @@ func (w *Workers) write(client int, kind WriteKind, key string, value int64, l H
 		fence, hasFence = l.Fence()
 	}
 	useFence := fenced && hasFence && w.Storage.FencedSet != nil
-	return w.Rec.Store(Write{Client: client, Kind: kind, Value: value, Fence: fence, HasFence: hasFence}, func() (bool, bool) {
+	return w.Rec.Store(Write{Client: client, Kind: kind, Value: value, Fence: fence, HasFence: hasFence}, func() StoreResult {
 		ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 		defer cancel()
 		var err error
@@ -95,10 +95,13 @@ func (w *Workers) write(client int, kind WriteKind, key string, value int64, l H
 		} else {
 			err = w.Storage.Client.Set(ctx, key, value, 0).Err()
 		}
-		if err != nil && useFence && w.Storage.IsStale != nil && w.Storage.IsStale(err) {
-			return false, true
+		switch {
+		case err == nil:
+			return StoreAccepted
+		case useFence && w.Storage.IsStale != nil && w.Storage.IsStale(err):
+			return StoreRefused
 		}
-		return err == nil, false
+		return StoreUnknown
 	})
 }
 
@@ -275,16 +278,18 @@ func (a Auction) optimisticBid(w *Workers, i int, raise int64) {
 		}
 		time.Sleep(a.Think)
 		bid := p + raise
-		w.Rec.Store(Write{Client: i, Kind: Bid, Value: bid}, func() (bool, bool) {
+		w.Rec.Store(Write{Client: i, Kind: Bid, Value: bid}, func() StoreResult {
 			_, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 				pipe.Set(ctx, a.PriceKey, bid, 0)
 				return nil
 			})
-			if errors.Is(err, redis.TxFailedErr) {
-				w.Rec.Aborted()
-				return false, false
+			switch {
+			case err == nil:
+				return StoreAccepted
+			case errors.Is(err, redis.TxFailedErr):
+				return StoreAborted
 			}
-			return err == nil, false
+			return StoreUnknown
 		})
 		return nil
 	}, a.PriceKey)
