@@ -14,9 +14,11 @@ import (
 // durations (issue #7): the scenarios whose faults only real processes show
 // (restarts with and without persistence, a wall-clock jump under
 // libfaketime, killed nodes) on five redis-server containers, with both
-// implementations. quorumlock must show no violation in any of them;
-// redsync must show one in restart-now and clock-jump, or the attack did not
-// happen and the run proves nothing.
+// implementations. quorumlock must show no violation in any of them, and its
+// refusal of B must name the victim's quarantine (restart-now) or clock
+// skew (clock-jump); redsync must show a violation in restart-now and
+// clock-jump, or the attack did not happen and the run proves nothing; in
+// every attack B must get the lock once A's validity is over.
 func TestDockerScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts ten five-node docker clusters")
@@ -68,6 +70,14 @@ func TestDockerScenarios(t *testing.T) {
 				t.Errorf("%s/%s broke off: %s", s.Name, o.Impl, o.Err)
 			case o.Check.Acquisitions == 0:
 				t.Errorf("%s/%s: no lock was ever obtained", s.Name, o.Impl)
+			}
+			if a := o.Attack; a != nil {
+				t.Logf("%s/%s: %s", s.Name, o.Impl, attackLine(a))
+				if !a.After {
+					t.Errorf("%s/%s: B got no lock after A's validity ended", s.Name, o.Impl)
+				}
+			} else if s.Name != "kill-minority" && o.Skipped == "" {
+				t.Errorf("%s/%s: no attack record", s.Name, o.Impl)
 			}
 			switch o.Impl {
 			case "quorumlock":

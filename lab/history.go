@@ -10,6 +10,7 @@ import (
 // from the start of the run on the process's monotonic clock.
 type Hold struct {
 	Client   int
+	Start    time.Duration // when the call to Acquire began
 	Acquired time.Duration // when Acquire returned the lock
 	Until    time.Duration // the lock's local validity deadline
 	Released time.Duration // when the client called Release; 0 if it never did

@@ -33,13 +33,42 @@ func Quorumlock() Impl {
 			}
 			return errors.Join(c.Bootstrap(ctx), c.Close())
 		},
+		Explain: explainQuorumlock,
 	}
+}
+
+// explainQuorumlock reads the per-node reasons out of a failed acquisition.
+func explainQuorumlock(err error) Refusal {
+	r := Refusal{Err: err.Error()}
+	var re *redlock.RoundError
+	if !errors.As(err, &re) {
+		return r
+	}
+	for _, n := range re.Nodes {
+		switch n.Reason {
+		case redlock.NodeQuarantined:
+			r.Quarantined = append(r.Quarantined, n.Node)
+		case redlock.NodeSkewed:
+			r.Skewed = append(r.Skewed, n.Node)
+		case redlock.NodeTaken:
+			r.Taken = append(r.Taken, n.Node)
+		}
+	}
+	return r
 }
 
 type quorumlockLocker struct{ c *redlock.Client }
 
 func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error) {
 	lk, err := l.c.Acquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return quorumlockHeld{lk}, nil
+}
+
+func (l quorumlockLocker) TryAcquire(ctx context.Context, key string) (Held, error) {
+	lk, err := l.c.TryAcquire(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +82,7 @@ func (l quorumlockLocker) Rounds() uint64 { return l.c.Stats().Attempts }
 type quorumlockHeld struct{ l *redlock.Lock }
 
 func (h quorumlockHeld) Until() time.Time { return h.l.Until() }
+func (h quorumlockHeld) Token() string    { return h.l.Token() }
 
 func (h quorumlockHeld) Fence() (uint64, bool) {
 	f := h.l.Fence()

@@ -41,25 +41,39 @@ func (w *Workers) rng(client int) *rand.Rand {
 
 func (w *Workers) majorityUp() bool { return w.MajorityUp == nil || w.MajorityUp() }
 
-// acquire makes one recorded attempt. It returns nil when the attempt failed
-// or the run ended; attempts cut short by the end of the run are not counted.
+// acquire makes one recorded acquisition (Acquire, bounded by timeout). It
+// returns nil when it failed or the run ended; attempts cut short by the end
+// of the run are not counted.
 func (w *Workers) acquire(ctx context.Context, client int, timeout time.Duration) (Held, int) {
+	l, idx, _ := w.lock(ctx, client, timeout, false)
+	return l, idx
+}
+
+// lock is acquire with the error, and with one attempt only (TryAcquire)
+// when try is set.
+func (w *Workers) lock(ctx context.Context, client int, timeout time.Duration, try bool) (Held, int, error) {
 	up := w.majorityUp()
 	start := w.Rec.Now()
 	actx, cancel := context.WithTimeout(ctx, timeout)
-	l, err := w.Lockers[client].Acquire(actx, w.Key)
+	var l Held
+	var err error
+	if try {
+		l, err = w.Lockers[client].TryAcquire(actx, w.Key)
+	} else {
+		l, err = w.Lockers[client].Acquire(actx, w.Key)
+	}
 	cancel()
 	done := w.Rec.Now()
 	if err != nil && ctx.Err() != nil {
-		return nil, -1
+		return nil, -1, err
 	}
 	w.Rec.Attempt(Attempt{Client: client, Start: start, Latency: done - start, OK: err == nil, MajorityUp: up})
 	if err != nil {
-		return nil, -1
+		return nil, -1, err
 	}
 	fence, ok := l.Fence()
-	idx := w.Rec.Acquired(Hold{Client: client, Acquired: done, Until: w.Rec.Offset(l.Until()), Fence: fence, HasFence: ok})
-	return l, idx
+	idx := w.Rec.Acquired(Hold{Client: client, Start: start, Acquired: done, Until: w.Rec.Offset(l.Until()), Fence: fence, HasFence: ok})
+	return l, idx, nil
 }
 
 func (w *Workers) release(client int, l Held, idx int) {
