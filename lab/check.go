@@ -66,6 +66,12 @@ type Check struct {
 	// BadBids are the indexes in History.Writes of the accepted bids that
 	// broke the auction invariant.
 	BadBids []int `json:"-"`
+	// StaleAccepted are the indexes in History.Writes of accepted writes
+	// from a holder older than one the storage had already written for.
+	StaleAccepted []int `json:"-"`
+	// ExpiredAtReturn are the indexes in History.Holds of locks returned
+	// with their validity already over.
+	ExpiredAtReturn []int `json:"-"`
 
 	Attempts     int           `json:"attempts"`
 	MajorityUp   int           `json:"majority_up"` // attempts that started while a majority was up

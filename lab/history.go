@@ -10,6 +10,7 @@ import (
 // from the start of the run on the process's monotonic clock.
 type Hold struct {
 	Client   int
+	Key      int           // which key (explorer; 0 elsewhere)
 	Start    time.Duration // when the call to Acquire began
 	Acquired time.Duration // when Acquire returned the lock
 	Until    time.Duration // the lock's local validity deadline
@@ -30,6 +31,7 @@ func (h Hold) End() time.Duration {
 // An Attempt is one call to Acquire.
 type Attempt struct {
 	Client     int
+	Key        int
 	Start      time.Duration
 	Latency    time.Duration
 	OK         bool
@@ -39,8 +41,15 @@ type Attempt struct {
 // A Write is one write to the shared storage, in the order the storage applied
 // it. Kind tells the counter's increments from the auction's bids.
 type Write struct {
-	Client   int
-	At       time.Duration
+	Client int
+	Key    int           // which key's lock the writer held (explorer)
+	Hold   int           // index in History.Holds of the writer's hold; -1 for none
+	Start  time.Duration // when the read-modify-write began (explorer's counter)
+	At     time.Duration
+	// Until is the writer's validity deadline (0 without a lock); Late is
+	// true when the storage acknowledged the write at or after it.
+	Until    time.Duration
+	Late     bool
 	Kind     WriteKind
 	Value    int64
 	Fence    uint64
@@ -90,6 +99,8 @@ type History struct {
 	Attempts []Attempt
 	Writes   []Write
 	Faults   []FaultSpan
+	// RowNames, when set, name the client rows of the timeline.
+	RowNames []string `json:"-"`
 
 	// Final values read from the storage after the run; Has* is false when
 	// the workload did not use them.
@@ -156,6 +167,7 @@ func (r *Recorder) Store(w Write, do func() StoreResult) (accepted bool) {
 	res := do()
 	w.Accepted, w.Rejected, w.Aborted = res == StoreAccepted, res == StoreRefused, res == StoreAborted
 	w.At = r.Now()
+	w.Late = w.Until > 0 && w.At >= w.Until
 	r.mu.Lock()
 	r.h.Writes = append(r.h.Writes, w)
 	if w.Aborted {

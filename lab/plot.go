@@ -65,11 +65,14 @@ type glyph struct{ sty draw.GlyphStyle }
 
 func (g glyph) Thumbnail(c *draw.Canvas) { c.DrawGlyphNoClip(g.sty, c.Center()) }
 
-var refusedGlyph = draw.GlyphStyle{Color: color.Black, Radius: vg.Points(3.5), Shape: draw.CrossGlyph{}}
+var (
+	refusedGlyph = draw.GlyphStyle{Color: color.Black, Radius: vg.Points(3.5), Shape: draw.CrossGlyph{}}
+	expiredGlyph = draw.GlyphStyle{Color: violColor, Radius: vg.Points(4), Shape: draw.PyramidGlyph{}}
+)
 
 // legendFor lists what the figure's panels show, in a fixed order.
 func legendFor(s *ScenarioResult) []legendEntry {
-	var paused, faults, viol, writes, badBids, refused, aborted bool
+	var paused, faults, viol, expired, writes, badBids, stale, refused, aborted bool
 	for _, o := range s.Outcomes {
 		h := o.History
 		for _, hd := range h.Holds {
@@ -77,7 +80,9 @@ func legendFor(s *ScenarioResult) []legendEntry {
 		}
 		faults = faults || len(h.Faults) > 0
 		viol = viol || len(o.Check.Overlaps) > 0
+		expired = expired || len(o.Check.ExpiredAtReturn) > 0
 		badBids = badBids || len(o.Check.BadBids) > 0
+		stale = stale || len(o.Check.StaleAccepted) > 0
 		for _, w := range h.Writes {
 			writes = writes || w.Accepted
 			refused = refused || w.Rejected
@@ -93,8 +98,10 @@ func legendFor(s *ScenarioResult) []legendEntry {
 	add(paused, swatch{pausedColor, 0.3}, "paused client still acting after its validity ended")
 	add(faults, swatch{faultColor, 0.6}, "fault in force on the nodes named in its row (shaded across every row)")
 	add(viol, swatch{violColor, 0.7}, "two clients held at once: a violation (its own row, and inside both holds)")
+	add(expired, glyph{expiredGlyph}, "lock returned with its validity already over: a violation (its own row, and at the return)")
 	add(writes, tick{writeColor, vg.Points(0.6), 0}, "write accepted by the storage")
 	add(badBids, tick{violColor, vg.Points(1.2), 0}, "accepted bid not above the price before it: the auction invariant broke")
+	add(stale, tick{violColor, vg.Points(1.2), 0}, "write accepted from a holder older than one already written for: stale")
 	add(refused, glyph{refusedGlyph}, "write refused by the fencing check (stale token)")
 	add(aborted, tick{abortedColor, vg.Points(0.6), 0.6}, "optimistic transaction aborted by EXEC (its bid not written)")
 	return out
@@ -129,7 +136,11 @@ func writeTimeline(path string, s *ScenarioResult) error {
 		p.X.Label.Text = "seconds since start"
 		names := []string{"violations"}
 		for i := range o.History.Clients {
-			names = append(names, fmt.Sprintf("client %d", i))
+			if i < len(o.History.RowNames) {
+				names = append(names, o.History.RowNames[i])
+			} else {
+				names = append(names, fmt.Sprintf("client %d", i))
+			}
 		}
 		for _, f := range o.History.Faults {
 			names = append(names, faultLabel(f))
@@ -250,8 +261,8 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 	// Writes: a thin line per accepted write across the client's row, a
 	// short grey one per aborted transaction, a red one per bid that broke
 	// the auction invariant, a cross per write the fencing check refused.
-	bad := make(map[int]bool, len(t.check.BadBids))
-	for _, i := range t.check.BadBids {
+	bad := make(map[int]bool, len(t.check.BadBids)+len(t.check.StaleAccepted))
+	for _, i := range append(t.check.BadBids, t.check.StaleAccepted...) {
 		bad[i] = true
 	}
 	for i, w := range t.h.Writes {
@@ -271,6 +282,18 @@ func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 			pt := vg.Point{X: tx(w.At.Seconds()), Y: ty(float64(w.Client + 1))}
 			if c.Contains(pt) {
 				c.DrawGlyph(refusedGlyph, pt)
+			}
+		}
+	}
+	// A lock returned already expired: a mark at its return, on its row and
+	// on the violations row.
+	for _, i := range t.check.ExpiredAtReturn {
+		hd := t.h.Holds[i]
+		x := hd.Acquired.Seconds()
+		rect(violColor, x, x+minW, -0.35, 0.35)
+		for _, y := range []float64{0, float64(hd.Client + 1)} {
+			if pt := (vg.Point{X: tx(x), Y: ty(y)}); c.Contains(pt) {
+				c.DrawGlyph(expiredGlyph, pt)
 			}
 		}
 	}

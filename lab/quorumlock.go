@@ -91,6 +91,14 @@ func (h quorumlockHeld) Fence() (uint64, bool) {
 
 func (h quorumlockHeld) Release(ctx context.Context) error { return h.l.Release(ctx) }
 
+// QuorumlockBounds are the fault model's limits for locks of ttl with the
+// library's defaults: a restart quarantine of one TTL, a clock-skew guard of
+// TTL/10 and the drift allowance of TTL×0.01 + 2 ms (the package doc's
+// numbers; the library keeps the arithmetic unexported).
+func QuorumlockBounds(ttl time.Duration) ModelBounds {
+	return ModelBounds{Quarantine: ttl, MaxSkew: ttl / 10, Drift: ttl/100 + 2*time.Millisecond}
+}
+
 // Implementations returns the implementations the lab compares.
 func Implementations() []Impl { return []Impl{Quorumlock(), Redsync()} }
 

@@ -253,7 +253,7 @@ type run struct {
 	lockers []Locker
 }
 
-func (r *run) majorityUp() bool {
+func (r *run) majorityUp(int) bool {
 	n := r.fleet.Len()
 	return n-int(r.down.Load()) >= n/2+1
 }
