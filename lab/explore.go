@@ -69,6 +69,9 @@ type Fault struct {
 	// Amount is the clock jump, the latency, or the pause past the validity.
 	Amount time.Duration `json:"amount_ns,omitempty"`
 	Rate   float64       `json:"rate,omitempty"` // ClockRate: the node clock's speed
+	// Away, for a restart with data, is how long after the restart the
+	// clients stay away from the node (only operators' tools reach it).
+	Away time.Duration `json:"away_ns,omitempty"`
 	// Outside is true when the fault leaves the documented fault model.
 	Outside bool `json:"outside,omitempty"`
 }
@@ -76,7 +79,7 @@ type Fault struct {
 // End is when the fault stops counting against the fault model: a node that
 // lost its lock keys counts until it served its quarantine.
 func (f Fault) end(quarantine time.Duration) time.Duration {
-	e := f.At + f.For
+	e := f.At + f.For + f.Away
 	if f.Kind.losesKeys() {
 		e += quarantine
 	}
@@ -104,6 +107,9 @@ func (f Fault) String() string {
 			what = "down"
 		}
 		fmt.Fprintf(&b, " %s %v", what, round(f.For))
+	}
+	if f.Away > 0 {
+		fmt.Fprintf(&b, ", clients back %v after the restart", round(f.Away))
 	}
 	switch f.Kind {
 	case ClockJump:
@@ -244,8 +250,13 @@ func Generate(seed uint64, o GenOptions) Schedule {
 			}
 		}
 		switch f.Kind {
-		case CrashEmpty, CrashAOF, CrashLossy:
+		case CrashEmpty:
 			f.Nodes, f.For = nodes(), span(0, ttl/10)
+		case CrashAOF, CrashLossy:
+			f.Nodes, f.For = nodes(), span(0, ttl/10)
+			if rng.IntN(2) == 0 {
+				f.Away = span(ttl/10, ttl/2)
+			}
 		case CrashDelayed:
 			f.Nodes, f.For = nodes(), span(ttl+ttl/10, 2*ttl)
 		case Pause:
@@ -277,6 +288,18 @@ func Generate(seed uint64, o GenOptions) Schedule {
 		case ClientPause:
 			f.Client, f.Amount = rng.IntN(o.Clients), span(ttl/10, ttl)
 		case Bootstrap:
+			// Often while a node that restarted with its data waits for its
+			// clients: a crontab's bootstrap does not know what restarted.
+			var back []Fault
+			for _, g := range s.Faults {
+				if g.Away > 0 {
+					back = append(back, g)
+				}
+			}
+			if len(back) > 0 && rng.IntN(2) == 0 {
+				g := back[rng.IntN(len(back))]
+				f.At = g.At + g.For + span(0, g.Away)
+			}
 		case ColdClient:
 			f.For = span(ttl/2, 3*ttl)
 		}
@@ -289,7 +312,7 @@ func Generate(seed uint64, o GenOptions) Schedule {
 		}
 		f.ID = len(s.Faults)
 		if f.Kind == ColdClient {
-			f.Client = o.Clients + f.ID // its own row, after the workload's clients
+			f.Client = o.Clients*workersPerClient + f.ID // its own row, after the workload's
 		}
 		s.Faults = append(s.Faults, f)
 		s.Outside = s.Outside || f.Outside

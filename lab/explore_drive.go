@@ -123,20 +123,19 @@ func Explore(ctx context.Context, cfg ExploreConfig) (*ExploreResults, error) {
 	}
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
-	for i := range cfg.Seeds {
-		if ctx.Err() != nil {
-			break
+	wg.Go(func() {
+		for i := range cfg.Seeds {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem; close(done[i]) }()
+				if ctx.Err() != nil {
+					return
+				}
+				r := ExploreSeed(ctx, &cfg, cfg.FirstSeed+uint64(i))
+				results[i] = &r
+			})
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem; close(done[i]) }()
-			if ctx.Err() != nil {
-				return
-			}
-			r := ExploreSeed(ctx, &cfg, cfg.FirstSeed+uint64(i))
-			results[i] = &r
-		})
-	}
+	})
 	// Report in seed order as the seeds finish.
 	for i := range cfg.Seeds {
 		<-done[i]

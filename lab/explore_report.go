@@ -156,7 +156,7 @@ func WriteSeedReport(dir string, r SeedResult, replay string) (string, error) {
 	for _, run := range r.Runs {
 		fmt.Fprintf(&b, "\n%s: %s\n", run.Impl, runVerdict(run))
 		describeRun(&b, run)
-		h, c := plotHistory(run)
+		h, c := plotHistory(run, r.Schedule.Clients)
 		sr.Outcomes = append(sr.Outcomes, Outcome{Impl: run.Impl, History: h, Check: c,
 			Verdict: Verdict{Unexpected: run.Check.Violations()}})
 		if run.Check.Linearizable == "illegal" {
@@ -188,7 +188,7 @@ func describeRun(b *strings.Builder, run ImplRun) {
 	}
 	hold := func(i int) string {
 		hd := h.Holds[i]
-		s := fmt.Sprintf("client %d on %s acquired %v (asked %v), valid until %v", hd.Client, exploreKeyNames[hd.Key],
+		s := fmt.Sprintf("client %d.%d on %s acquired %v (asked %v), valid until %v", hd.Client/workersPerClient, hd.Client%workersPerClient, exploreKeyNames[hd.Key],
 			round(hd.Acquired), round(hd.Start), round(hd.Until))
 		if hd.Released > 0 {
 			s += fmt.Sprintf(", released %v", round(hd.Released))
@@ -218,7 +218,7 @@ func describeRun(b *strings.Builder, run ImplRun) {
 
 // plotHistory lays one run out for writeTimeline: a row per client and key
 // that has anything to show.
-func plotHistory(run ImplRun) (History, Check) {
+func plotHistory(run ImplRun, clients int) (History, Check) {
 	h := run.History
 	h.Holds = append([]Hold(nil), h.Holds...)
 	h.Writes = append([]Write(nil), h.Writes...)
@@ -236,7 +236,11 @@ func plotHistory(run ImplRun) (History, Check) {
 		for k := range exploreKeys {
 			if used[c*exploreKeys+k] {
 				row[c*exploreKeys+k] = len(h.RowNames)
-				h.RowNames = append(h.RowNames, fmt.Sprintf("client %d %s", c, short[k]))
+				who := fmt.Sprintf("client %d.%d", c/workersPerClient, c%workersPerClient)
+				if c >= clients*workersPerClient {
+					who = fmt.Sprintf("cold client %d", c)
+				}
+				h.RowNames = append(h.RowNames, who+" "+short[k])
 			}
 		}
 	}

@@ -59,13 +59,20 @@ type explorer struct {
 	cut     [][]int // cut[client][node]: partitions in force from that client
 	pending []time.Duration
 	errs    []error
-	extra   []Locker // cold clients, closed at the end
+	// awayDone counts the clients' returns to restarted nodes still to come.
+	awayDone sync.WaitGroup
+	extra    []Locker // cold clients, closed at the end
 }
 
-// reachable tells whether a majority of the nodes answers client c.
-func (e *explorer) reachable(c int) bool {
+// workersPerClient is the number of goroutines that share one client.
+const workersPerClient = 2
+
+// reachable tells whether a majority of the nodes answers worker w (the
+// cold clients, numbered after the workers, see what every client sees).
+func (e *explorer) reachable(w int) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	c := w / workersPerClient
 	if c >= len(e.cut) {
 		c = -1
 	}
@@ -101,7 +108,7 @@ func runSchedule(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 	defer cleanup()
 	e.run(ctx)
 	out.History = e.rec.Finish(func(h *History) {
-		h.Clients = sched.Clients
+		h.Clients = sched.Clients * workersPerClient
 		for _, f := range sched.Faults {
 			if f.Kind == ColdClient {
 				h.Clients = max(h.Clients, f.Client+1) // cold clients take the rows after the others
@@ -189,14 +196,24 @@ func (e *explorer) run(ctx context.Context) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, e.sched.Duration)
 	defer cancel()
+	// Two goroutines share each client, as an application's request
+	// handlers share one Client: attempts of one Client then run at once.
+	// Holds are recorded per goroutine (worker w of client w/2).
+	workers := make([]Locker, 0, workersPerClient*len(lockers))
+	for _, l := range lockers {
+		for range workersPerClient {
+			workers = append(workers, l)
+		}
+	}
 	var wg sync.WaitGroup
-	for c := range lockers {
-		wg.Go(func() { e.client(wctx, lockers, c) })
+	for w := range workers {
+		wg.Go(func() { e.client(wctx, workers, w) })
 	}
 	var bg sync.WaitGroup // operator actions outlive the event loop
 	e.faults(wctx, &bg)
 	wg.Wait()
 	bg.Wait()
+	e.awayDone.Wait()
 }
 
 // workers returns the Workers of one key.
@@ -214,8 +231,9 @@ func (e *explorer) takePause(c int) time.Duration {
 	return p
 }
 
-func (e *explorer) client(ctx context.Context, lockers []Locker, c int) {
-	rng := rand.New(rand.NewPCG(e.sched.Seed, uint64(c)+0x636c69656e74))
+func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
+	c := wk / workersPerClient
+	rng := rand.New(rand.NewPCG(e.sched.Seed, uint64(wk)+0x636c69656e74))
 	ws := make([]*Workers, exploreKeys)
 	for k := range ws {
 		ws[k] = e.workers(lockers, k)
@@ -225,7 +243,7 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, c int) {
 	for ctx.Err() == nil {
 		k := rng.IntN(exploreKeys)
 		w := ws[k]
-		l, idx, _ := w.lock(ctx, c, 2*ttl, false)
+		l, idx, _ := w.lock(ctx, wk, 2*ttl, false)
 		if l == nil {
 			sleepCtx(ctx, time.Duration(5+rng.IntN(15))*time.Millisecond)
 			continue
@@ -249,15 +267,15 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, c int) {
 		case keyFenced:
 			time.Sleep(hold)
 			seq++
-			w.writeOp(Write{Client: c, Kind: Increment, Value: int64(c)<<32 | seq, Hold: idx}, fencedDataKey, l, true)
+			w.writeOp(Write{Client: wk, Kind: Increment, Value: int64(wk)<<32 | seq, Hold: idx}, fencedDataKey, l, true)
 		case keyCounter:
 			start := e.rec.Now()
 			if v, err := w.readInt(counterDataKey); err == nil {
 				time.Sleep(hold)
-				w.writeOp(Write{Client: c, Kind: Increment, Value: v + 1, Hold: idx, Start: start}, counterDataKey, l, false)
+				w.writeOp(Write{Client: wk, Kind: Increment, Value: v + 1, Hold: idx, Start: start}, counterDataKey, l, false)
 			}
 		}
-		w.release(c, l, idx)
+		w.release(wk, l, idx)
 	}
 }
 
@@ -359,12 +377,13 @@ func (e *explorer) allClients() []int {
 func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 	switch f.Kind {
 	case CrashEmpty, CrashDelayed, CrashAOF, CrashLossy:
-		if f.Kind == CrashLossy {
+		if f.Kind == CrashLossy || f.Kind == CrashAOF && f.Away > 0 {
 			// No client may see the node between its restart and the loss
-			// of its lock keys.
+			// of its lock keys, nor during the fault's Away time after.
 			for _, n := range f.Nodes {
 				e.cutFrom(e.allClients(), n, true)
 			}
+			e.awayDone.Add(1)
 		}
 		e.setDown(f, true)
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Kill(ctx) })
@@ -413,8 +432,18 @@ func (e *explorer) revert(f Fault, start time.Duration) {
 		if f.Kind == CrashLossy {
 			for _, n := range f.Nodes {
 				e.loseLockKeys(n)
-				e.cutFrom(e.allClients(), n, false)
 			}
+		}
+		if f.Kind == CrashLossy || f.Kind == CrashAOF && f.Away > 0 {
+			// The clients come back Away later: meanwhile only the
+			// operator's tools (the fleet's own clients) reach the node.
+			nodes := f.Nodes
+			time.AfterFunc(f.Away, func() {
+				for _, n := range nodes {
+					e.cutFrom(e.allClients(), n, false)
+				}
+				e.awayDone.Done()
+			})
 		}
 		e.setDown(f, false)
 	case Pause:
