@@ -66,8 +66,24 @@ type SeedResult struct {
 	ShrinkRuns int       `json:"shrink_runs,omitempty"`
 	// Finding is set when the implementation under test served clearly
 	// fewer attempts than another on the same schedule.
-	Finding string        `json:"finding,omitempty"`
+	Finding string `json:"finding,omitempty"`
+	// Starved is true when, after Tries runs, the implementation under test
+	// still got almost no lock: the host was too busy for the schedule to
+	// say anything.
+	Starved bool          `json:"starved,omitempty"`
+	Tries   int           `json:"tries"`
 	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// starvedTries is how often a starved seed runs; starvedAcquisitions is
+// the fewest acquisitions a run must see to count.
+const (
+	starvedTries        = 3
+	starvedAcquisitions = 5
+)
+
+func starved(runs []ImplRun) bool {
+	return len(runs) > 0 && len(runs[0].Errors) == 0 && runs[0].Check.Acquisitions < starvedAcquisitions
 }
 
 // Failed reports whether the implementation under test violated a safety
@@ -156,7 +172,16 @@ func Explore(ctx context.Context, cfg ExploreConfig) (*ExploreResults, error) {
 func ExploreSeed(ctx context.Context, cfg *ExploreConfig, seed uint64) SeedResult {
 	start := time.Now()
 	sched := Generate(seed, cfg.genOptions()).Without(cfg.Drop...)
-	r := SeedResult{Schedule: sched, Runs: runAll(ctx, cfg, sched)}
+	r := SeedResult{Schedule: sched}
+	// A busy host can starve a run of nearly every acquisition; such a run
+	// explores nothing, so the seed runs again (a violation is kept).
+	for try := 1; ; try++ {
+		r.Runs, r.Tries = runAll(ctx, cfg, sched), try
+		r.Starved = starved(r.Runs)
+		if !r.Starved || r.Failed() || try == starvedTries || ctx.Err() != nil {
+			break
+		}
+	}
 	r.Finding = livenessFinding(r.Runs)
 	if cfg.Shrink && r.Failed() && ctx.Err() == nil {
 		shrunk, runs := shrink(ctx, cfg, sched)

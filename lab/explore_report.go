@@ -30,6 +30,11 @@ func SeedLine(r SeedResult) string {
 	if r.Shrunk != nil {
 		fmt.Fprintf(&b, " | shrunk to %d faults in %d runs", len(r.Shrunk.Faults), r.ShrinkRuns)
 	}
+	if r.Starved {
+		fmt.Fprintf(&b, " | STARVED after %d runs: the host was too busy", r.Tries)
+	} else if r.Tries > 1 {
+		fmt.Fprintf(&b, " | ran %d times (starved before)", r.Tries)
+	}
 	fmt.Fprintf(&b, " [%v]", r.Elapsed.Round(100*time.Millisecond))
 	return b.String()
 }
@@ -63,9 +68,9 @@ func runVerdict(run ImplRun) string {
 // seeds that used it.
 func ExploreSummary(w io.Writer, res *ExploreResults) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "impl\tseeds\tviolating seeds (in model)\tviolating seeds (outside)\tmedian served\tfindings\n")
+	fmt.Fprintf(tw, "impl\tseeds\tviolating seeds (in model)\tviolating seeds (outside)\tmedian served\tfindings\tstarved\n")
 	for i, impl := range res.Impls {
-		var seeds, in, out, findings int
+		var seeds, in, out, findings, starved int
 		var served []float64
 		for _, s := range res.Seeds {
 			if i >= len(s.Runs) {
@@ -82,9 +87,12 @@ func ExploreSummary(w io.Writer, res *ExploreResults) error {
 			if i == 0 && s.Finding != "" {
 				findings++
 			}
+			if i == 0 && s.Starved {
+				starved++
+			}
 			served = append(served, s.Runs[i].Check.Availability)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f%%\t%d\n", impl, seeds, in, out, 100*medianFloat(served), findings)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f%%\t%d\t%d\n", impl, seeds, in, out, 100*medianFloat(served), findings, starved)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

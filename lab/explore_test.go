@@ -373,3 +373,23 @@ func TestExploreFindsAPlantedDefect(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestStarved(t *testing.T) {
+	run := func(acq int, errs ...string) ImplRun {
+		return ImplRun{Check: Exploration{Acquisitions: acq}, Errors: errs}
+	}
+	tests := []struct {
+		runs []ImplRun
+		want bool
+	}{
+		{[]ImplRun{run(starvedAcquisitions - 1), run(40)}, true},
+		{[]ImplRun{run(starvedAcquisitions), run(0)}, false},      // only the implementation under test counts
+		{[]ImplRun{run(0, "prepare quorumlock: refused")}, false}, // broken, not starved: it says why
+		{nil, false},
+	}
+	for i, tt := range tests {
+		if got := starved(tt.runs); got != tt.want {
+			t.Errorf("case %d: starved = %v; want %v", i, got, tt.want)
+		}
+	}
+}
