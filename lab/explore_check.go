@@ -87,7 +87,7 @@ func checkExploration(h History, s Schedule) Exploration {
 			x.Expired = append(x.Expired, i)
 		}
 	}
-	x.StaleWrites = staleWrites(h)
+	x.StaleWrites = append(staleWrites(h, keyFenced), staleWrites(h, keyRare)...)
 	checkCounter(&x, h)
 	for _, a := range h.Attempts {
 		x.Attempts++
@@ -136,11 +136,11 @@ func fenceInversions(holds []Hold, idx []int) [][2]int {
 // of a write the storage accepted earlier began: the storage took a write
 // from an older holder after a newer holder's write, which fencing exists to
 // refuse.
-func staleWrites(h History) []int {
+func staleWrites(h History, key int) []int {
 	type acc struct{ w, hold int }
 	var ws []acc
 	for i, w := range h.Writes {
-		if w.Accepted && w.HasFence && w.Hold >= 0 && w.Hold < len(h.Holds) && w.Key == keyFenced {
+		if w.Accepted && w.HasFence && w.Hold >= 0 && w.Hold < len(h.Holds) && w.Key == key {
 			ws = append(ws, acc{i, w.Hold})
 		}
 	}

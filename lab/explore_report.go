@@ -237,7 +237,6 @@ func plotHistory(run ImplRun, clients int) (History, Check) {
 	for _, w := range h.Writes {
 		used[w.Client*exploreKeys+w.Key] = true
 	}
-	short := [exploreKeys]string{"holders", "fenced", "counter"}
 	row := map[int]int{}
 	h.RowNames = nil
 	for c := range h.Clients {
@@ -248,7 +247,7 @@ func plotHistory(run ImplRun, clients int) (History, Check) {
 				if c >= clients*workersPerClient {
 					who = fmt.Sprintf("cold client %d", c)
 				}
-				h.RowNames = append(h.RowNames, who+" "+short[k])
+				h.RowNames = append(h.RowNames, who+" "+exploreKeyShort[k])
 			}
 		}
 	}

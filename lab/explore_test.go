@@ -172,16 +172,16 @@ func TestStaleWrites(t *testing.T) {
 			{Client: 0, Key: keyFenced, Hold: 0, At: 300 * ms, Accepted: true, HasFence: true, Fence: 9},
 		},
 	}
-	if got := staleWrites(h); !slices.Equal(got, []int{1}) {
+	if got := staleWrites(h, keyFenced); !slices.Equal(got, []int{1}) {
 		t.Errorf("stale = %v; want [1]", got)
 	}
 	// Refused, it is not stale; in the other order it is merely late.
 	h.Writes[1].Accepted, h.Writes[1].Rejected = false, true
-	if got := staleWrites(h); len(got) != 0 {
+	if got := staleWrites(h, keyFenced); len(got) != 0 {
 		t.Errorf("a refused write counted as stale: %v", got)
 	}
 	h.Writes[1].Accepted, h.Writes[1].Rejected, h.Writes[1].At = true, false, 120*ms
-	if got := staleWrites(h); len(got) != 0 {
+	if got := staleWrites(h, keyFenced); len(got) != 0 {
 		t.Errorf("a write before the newer holder's counted as stale: %v", got)
 	}
 }
