@@ -15,8 +15,13 @@ type Exploration struct {
 	// Overlaps are pairs of holds of one key by different clients whose
 	// holding intervals intersect (indexes in History.Holds).
 	Overlaps []Overlap `json:"overlaps,omitempty"`
-	// Expired are holds returned with their validity already over.
-	Expired []int `json:"expired,omitempty"`
+	// Expired are holds returned with their validity already over; the
+	// ones whose lateness a host stall covers (the process did not run for
+	// at least as long, between the deadline and the return) are in
+	// ExpiredStalled instead: no library can return in time when its
+	// process does not run.
+	Expired        []int `json:"expired,omitempty"`
+	ExpiredStalled []int `json:"expired_stalled,omitempty"`
 	// FenceInversions are pairs (earlier, later) of holds of one key, the
 	// earlier ended before the later was acquired, whose fence tokens do
 	// not strictly increase.
@@ -83,7 +88,12 @@ func checkExploration(h History, s Schedule) Exploration {
 		x.FenceInversions = append(x.FenceInversions, fenceInversions(h.Holds, idx)...)
 	}
 	for i, hd := range h.Holds {
-		if hd.Until <= hd.Acquired {
+		if hd.Until > hd.Acquired {
+			continue
+		}
+		if stalledFor(h.Stalls, hd.Start, hd.Acquired) >= hd.Acquired-hd.Until {
+			x.ExpiredStalled = append(x.ExpiredStalled, i)
+		} else {
 			x.Expired = append(x.Expired, i)
 		}
 	}
@@ -243,4 +253,15 @@ func checkCounter(x *Exploration, h History) {
 	default:
 		x.Linearizable = "unknown"
 	}
+}
+
+// stalledFor is the longest host stall that overlaps [from, to].
+func stalledFor(stalls []FaultSpan, from, to time.Duration) time.Duration {
+	var longest time.Duration
+	for _, s := range stalls {
+		if s.End >= from && s.Start <= to {
+			longest = max(longest, s.End-s.Start)
+		}
+	}
+	return longest
 }

@@ -211,11 +211,19 @@ func shrink(ctx context.Context, cfg *ExploreConfig, sched Schedule) (Schedule, 
 			break
 		}
 		cand := cur.Without(f.ID)
-		for range cfg.ShrinkRuns {
+		// A run the host starved says nothing either way: it does not
+		// count as one of the tries (up to a bound).
+		for tries, starvedRuns := 0, 0; tries < cfg.ShrinkRuns && starvedRuns < starvedTries; {
 			runs++
-			if len(runSchedule(ctx, cfg, cand, cfg.Impls[0]).Check.Violations()) > 0 {
+			run := runSchedule(ctx, cfg, cand, cfg.Impls[0])
+			if len(run.Check.Violations()) > 0 {
 				cur = cand
 				break
+			}
+			if starved([]ImplRun{run}) {
+				starvedRuns++
+			} else {
+				tries++
 			}
 		}
 	}

@@ -212,6 +212,9 @@ func describeRun(b *strings.Builder, run ImplRun) {
 	for _, i := range x.Expired {
 		fmt.Fprintf(b, "  EXPIRED AT RETURN: %s\n", hold(i))
 	}
+	for _, i := range x.ExpiredStalled {
+		fmt.Fprintf(b, "  expired at return while the host stalled (not counted): %s\n", hold(i))
+	}
 	for _, p := range x.FenceInversions {
 		fmt.Fprintf(b, "  FENCE NOT INCREASING: %s; then %s\n", hold(p[0]), hold(p[1]))
 	}

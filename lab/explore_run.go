@@ -219,10 +219,15 @@ func (e *explorer) run(ctx context.Context) {
 		wg.Go(func() { e.client(wctx, workers, w) })
 	}
 	var bg sync.WaitGroup // operator actions outlive the event loop
+	stop := make(chan struct{})
+	var mon sync.WaitGroup
+	mon.Go(func() { e.watchStalls(stop) })
 	e.faults(wctx, &bg)
 	wg.Wait()
 	bg.Wait()
 	e.awayDone.Wait()
+	close(stop)
+	mon.Wait()
 }
 
 // workers returns the Workers of one key.
@@ -521,4 +526,31 @@ func (e *explorer) coldClient(ctx context.Context, f Fault) {
 		w.release(f.Client, h, idx)
 	}
 	e.rec.Fault(FaultSpan{Name: fmt.Sprintf("cold client %d", f.Client), Start: start, End: e.rec.Now()})
+}
+
+// stallTick is how often the stall watcher wakes; a wake-up later than
+// stallMin past its due time is a host stall: for that long no goroutine of
+// this process may have run, whatever the library did.
+const (
+	stallTick = 2 * time.Millisecond
+	stallMin  = 10 * time.Millisecond
+)
+
+// watchStalls records the host's stalls until stop is closed.
+func (e *explorer) watchStalls(stop <-chan struct{}) {
+	t := time.NewTicker(stallTick)
+	defer t.Stop()
+	last := e.rec.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			now := e.rec.Now()
+			if now-last > stallTick+stallMin {
+				e.rec.Stall(FaultSpan{Name: "host stall", Start: last, End: now})
+			}
+			last = now
+		}
+	}
 }

@@ -393,3 +393,18 @@ func TestStarved(t *testing.T) {
 		}
 	}
 }
+
+func TestExpiredAtReturnAndHostStalls(t *testing.T) {
+	h := History{Holds: []Hold{
+		{Client: 0, Start: 0, Acquired: 300 * ms, Until: 250 * ms},        // 50ms late, no stall: a violation
+		{Client: 1, Start: 400 * ms, Acquired: 700 * ms, Until: 680 * ms}, // 20ms late inside a 30ms stall
+		{Client: 2, Start: 800 * ms, Acquired: 900 * ms, Until: 950 * ms}, // in time
+	}, Stalls: []FaultSpan{{Start: 650 * ms, End: 680 * ms}}}
+	x := checkExploration(h, Schedule{})
+	if !slices.Equal(x.Expired, []int{0}) || !slices.Equal(x.ExpiredStalled, []int{1}) {
+		t.Errorf("expired %v, stalled %v; want [0] and [1]", x.Expired, x.ExpiredStalled)
+	}
+	if len(x.Violations()) != 1 {
+		t.Errorf("violations = %v; want the one expired lock", x.Violations())
+	}
+}

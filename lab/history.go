@@ -99,6 +99,9 @@ type History struct {
 	Attempts []Attempt
 	Writes   []Write
 	Faults   []FaultSpan
+	// Stalls are spans in which the process did not run at all (the host
+	// was busy elsewhere), as the explorer's watcher saw them.
+	Stalls []FaultSpan `json:"-"`
 	// RowNames, when set, name the client rows of the timeline.
 	RowNames []string `json:"-"`
 
@@ -177,6 +180,13 @@ func (r *Recorder) Store(w Write, do func() StoreResult) (accepted bool) {
 	return w.Accepted
 }
 
+// Stall records a span in which the process did not run.
+func (r *Recorder) Stall(f FaultSpan) {
+	r.mu.Lock()
+	r.h.Stalls = append(r.h.Stalls, f)
+	r.mu.Unlock()
+}
+
 // Fault records a fault span.
 func (r *Recorder) Fault(f FaultSpan) {
 	r.mu.Lock()
@@ -197,5 +207,6 @@ func (r *Recorder) Finish(update func(h *History)) History {
 	h.Attempts = slices.Clone(h.Attempts)
 	h.Writes = slices.Clone(h.Writes)
 	h.Faults = slices.Clone(h.Faults)
+	h.Stalls = slices.Clone(h.Stalls)
 	return h
 }
