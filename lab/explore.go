@@ -302,6 +302,18 @@ func Generate(seed uint64, o GenOptions) Schedule {
 			}
 		case ColdClient:
 			f.For = span(ttl/2, 3*ttl)
+			// Often while a node hangs: a process started then meets the
+			// hung node on its very first connections.
+			var hung []Fault
+			for _, g := range s.Faults {
+				if g.Kind == Pause {
+					hung = append(hung, g)
+				}
+			}
+			if len(hung) > 0 && rng.IntN(2) == 0 {
+				g := hung[rng.IntN(len(hung))]
+				f.At = g.At + span(0, g.For/2)
+			}
 		}
 		if s.clashes(f, o.Bounds.Quarantine) {
 			continue
