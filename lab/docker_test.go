@@ -123,3 +123,46 @@ func waitRedialsGone(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestExploreDocker is the explorer's short docker budget: two seeds on
+// real redis-server containers, restricted to the faults only real
+// processes show faithfully (restarts that keep their data and change the
+// run id, pauses, clock faults under libfaketime, Bootstrap while nodes
+// restart, a fresh client while a node hangs). Every fault must apply,
+// every implementation must get locks, and quorumlock must violate nothing
+// inside the fault model.
+func TestExploreDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four five-node docker clusters")
+	}
+	clustertest.RequireDocker(t)
+	t.Cleanup(func() { waitRedialsGone(t) })
+	ttl := 400 * time.Millisecond
+	cfg := ExploreConfig{
+		NewFleet: ClusterFleet(cluster.Options{Backend: cluster.BackendDocker, Nodes: 5, Label: "explore", Logf: t.Logf}),
+		Backend:  string(cluster.BackendDocker),
+		Nodes:    5, Clients: 3, TTL: ttl, Duration: 8 * ttl,
+		Impls: Implementations(), Bounds: QuorumlockBounds(ttl),
+		FirstSeed: 1, Seeds: 2, MaxFaults: 4,
+		Kinds:     []FaultKind{CrashAOF, CrashLossy, CrashEmpty, Pause, ClockJump, Bootstrap, ColdClient},
+		FencedSet: FencedSet, IsStale: IsStaleFence,
+		Progress: func(r SeedResult) { t.Log(SeedLine(r)) },
+	}
+	res, err := Explore(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Seeds {
+		for _, run := range s.Runs {
+			for _, e := range run.Errors {
+				t.Errorf("seed %d, %s: fault error: %s", s.Schedule.Seed, run.Impl, e)
+			}
+			if run.Check.Acquisitions == 0 && !s.Starved {
+				t.Errorf("seed %d, %s: no lock at all", s.Schedule.Seed, run.Impl)
+			}
+		}
+		if v := s.Runs[0].Check.Violations(); len(v) > 0 && !s.Schedule.Outside {
+			t.Errorf("seed %d: quorumlock violated inside the fault model: %v\n%s", s.Schedule.Seed, v, s.Schedule.Timeline())
+		}
+	}
+}

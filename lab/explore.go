@@ -191,12 +191,12 @@ type GenOptions struct {
 }
 
 // Generate derives a schedule from seed. Inside the model it keeps, at every
-// instant and for every client, the nodes that are down, paused, slow,
-// off-clock, unreachable from that client or still in their quarantine to a
-// minority; it keeps clock jumps either within the drift allowance or beyond
-// the skew bound for longer than a TTL (so the guard refuses the node for as
-// long as any key it held lives), and clock rates within half the drift
-// factor.
+// instant, the nodes that lost data and have not served their quarantine,
+// or whose clock is off, to a minority (pauses, partitions and latency
+// are not bounded: they cost liveness, never safety); it keeps clock jumps
+// either within the drift allowance or beyond the skew bound for longer
+// than a TTL (so the guard refuses the node for as long as any key it held
+// lives), and clock rates within half the drift factor.
 func Generate(seed uint64, o GenOptions) Schedule {
 	rng := rand.New(rand.NewPCG(seed, 0x6578706c6f7265))
 	s := Schedule{Seed: seed, Nodes: o.Nodes, Clients: o.Clients, TTL: o.TTL, Duration: o.Duration}
@@ -231,9 +231,15 @@ func Generate(seed uint64, o GenOptions) Schedule {
 				prev = append(prev, g)
 			}
 		}
-		if len(prev) > 0 && rng.IntN(2) == 0 {
+		if len(prev) > 0 && rng.IntN(3) > 0 {
 			g := prev[rng.IntN(len(prev))]
 			f.At = g.end(o.Bounds.Quarantine) + span(0, ttl/4)
+			if rng.IntN(2) == 0 {
+				// Or while it is in force: a node crashing while a client
+				// is cut off from others holds that client's lock on a
+				// bare majority (the classic Redlock attack).
+				f.At = g.At + span(0, max(g.For, time.Millisecond))
+			}
 			same := g.Nodes
 			nodes = func() []int {
 				if rng.IntN(2) == 0 {
@@ -333,33 +339,34 @@ func Generate(seed uint64, o GenOptions) Schedule {
 	return s
 }
 
-// fits reports whether adding f keeps the faulty nodes a minority for every
-// client at every instant. Faults on the clients themselves and operator
-// actions do not count.
+// unsafe tells the faults that the fault model bounds: those that take
+// state away from a node (its data, until the quarantine is served) or
+// move its clock. Pauses, partitions and latency only make nodes
+// unreachable, which costs liveness and never safety, however many.
+func (k FaultKind) unsafe() bool { return k.crash() || k == ClockJump || k == ClockRate }
+
+// fits reports whether adding f keeps the nodes that lost data (and have
+// not served their quarantine) or whose clock is off a minority at every
+// instant.
 func (s Schedule) fits(f Fault, o GenOptions) bool {
-	if len(f.Nodes) == 0 {
+	if !f.Kind.unsafe() {
 		return true
 	}
 	all := append(slices.Clone(s.Faults), f)
 	// The faulty set can only grow at a fault's start: check there.
 	for _, g := range all {
 		t := g.At
-		for c := range o.Clients {
-			bad := map[int]bool{}
-			for _, h := range all {
-				if len(h.Nodes) == 0 || t < h.At || t >= h.end(o.Bounds.Quarantine) {
-					continue
-				}
-				if h.Kind == Partition && h.Client != c {
-					continue
-				}
-				for _, n := range h.Nodes {
-					bad[n] = true
-				}
+		bad := map[int]bool{}
+		for _, h := range all {
+			if !h.Kind.unsafe() || t < h.At || t >= h.end(o.Bounds.Quarantine) {
+				continue
 			}
-			if len(bad) > minority(o.Nodes) {
-				return false
+			for _, n := range h.Nodes {
+				bad[n] = true
 			}
+		}
+		if len(bad) > minority(o.Nodes) {
+			return false
 		}
 	}
 	return true

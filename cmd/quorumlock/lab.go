@@ -253,10 +253,11 @@ expired, fence tokens not increasing in the real-time order of acquisition, stal
 accepted by the store, the counter's linearizability (porcupine), and the share of
 attempts served while a majority was reachable, beside the other implementation's.
 
-Schedules stay inside the documented fault model (a minority faulty at any instant for
-every client, a node that lost data counted faulty until its quarantine is served, clock
-jumps within the drift allowance or beyond the skew bound for longer than a TTL, clock
-rates within half the drift factor) unless --outside-model lets them leave it.
+Schedules stay inside the documented fault model unless --outside-model lets them leave
+it: at every instant a minority of the nodes has lost data (counted until its quarantine
+is served) or runs an off clock; clock jumps stay within the drift allowance, or beyond
+the skew bound for longer than a TTL; clock rates within half the drift factor. Pauses,
+partitions and latency are not bounded: they cost liveness, never safety.
 
 On a violation it shrinks the schedule (drops faults one at a time while it still fails),
 writes the schedule and what happened as text and as a picture under --out, and prints
