@@ -186,6 +186,10 @@ type GenOptions struct {
 	Outside bool
 	// Kinds restricts the faults to these kinds (nil: all).
 	Kinds []FaultKind
+	// NoRunIDs: the nodes report no run id, so restarts that keep their
+	// data but lose the last lock keys cannot be told from no restart at
+	// all; they count as outside the model.
+	NoRunIDs bool
 	// MaxFaults bounds the number of faults (default 6).
 	MaxFaults int
 }
@@ -324,7 +328,7 @@ func Generate(seed uint64, o GenOptions) Schedule {
 		if s.clashes(f, o.Bounds.Quarantine) {
 			continue
 		}
-		f.Outside = f.Outside || !s.fits(f, o)
+		f.Outside = f.Outside || !s.fits(f, o) || f.Kind == CrashLossy && o.NoRunIDs
 		if f.Outside && !o.Outside {
 			continue
 		}

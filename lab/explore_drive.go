@@ -17,9 +17,11 @@ type ExploreConfig struct {
 	// nodes that keep their data across a restart (AOF fsync always).
 	NewFleet func(ctx context.Context, spec FleetSpec) (Fleet, error)
 	Backend  string
-	// FakeRunIDs answers INFO server for nodes that do not (embedded), so
-	// that a restart that keeps the data shows as a new run id.
-	FakeRunIDs bool
+	// NoRunIDs says the nodes report no server run id (embedded nodes
+	// answer no INFO server): a restart that keeps the data but loses the
+	// last lock keys is then invisible to any client, and such restarts
+	// leave the fault model.
+	NoRunIDs bool
 
 	Nodes, Clients int
 	TTL, Duration  time.Duration
@@ -108,7 +110,7 @@ type ExploreResults struct {
 
 func (c *ExploreConfig) genOptions() GenOptions {
 	return GenOptions{Nodes: c.Nodes, Clients: c.Clients, TTL: c.TTL, Duration: c.Duration, Bounds: c.Bounds,
-		Outside: c.Outside, Kinds: c.Kinds, MaxFaults: c.MaxFaults}
+		Outside: c.Outside, Kinds: c.Kinds, MaxFaults: c.MaxFaults, NoRunIDs: c.NoRunIDs}
 }
 
 // Explore runs cfg.Seeds schedules from cfg.FirstSeed on. It returns what it

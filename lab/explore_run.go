@@ -61,7 +61,6 @@ type explorer struct {
 	storage Storage
 	rec     *Recorder
 	cfg     LockConfig
-	runIDs  *runIDs // nil unless the backend lacks INFO server
 
 	mu      sync.Mutex
 	down    []bool  // killed or paused
@@ -153,17 +152,12 @@ func newExplorer(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 		}
 	}
 	closers = append(closers, func() { fleet.Close() })
-	if cfg.FakeRunIDs {
-		e.runIDs = newRunIDs(sched.Nodes)
-		e.runIDs.install(fleet.Clients())
-	}
 	for c := range sched.Clients {
 		v, err := fleet.View(fmt.Sprintf("client-%d", c))
 		if err != nil {
 			cleanup()
 			return nil, nil, err
 		}
-		e.runIDs.install(v.Clients())
 		e.views = append(e.views, v)
 		e.cut = append(e.cut, make([]int, sched.Nodes))
 	}
@@ -443,9 +437,6 @@ func (e *explorer) revert(f Fault, start time.Duration) {
 	case CrashEmpty, CrashDelayed, CrashAOF, CrashLossy:
 		opts := Restart{WipeData: f.Kind.losesKeys() && f.Kind != CrashLossy, AOFAlways: true}
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Restart(ctx, opts) })
-		for _, n := range f.Nodes {
-			e.runIDs.restarted(n)
-		}
 		if f.Kind == CrashLossy {
 			for _, n := range f.Nodes {
 				e.loseLockKeys(n)
@@ -507,7 +498,6 @@ func (e *explorer) coldClient(ctx context.Context, f Fault) {
 		e.fail(err)
 		return
 	}
-	e.runIDs.install(v.Clients())
 	l, err := e.impl.New(v.Clients(), e.cfg)
 	if err != nil {
 		e.fail(err)

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/quorumlock/quorumlock/cluster"
@@ -221,27 +220,29 @@ func TestCounterLinearizability(t *testing.T) {
 	}
 }
 
-func TestRunIDs(t *testing.T) {
-	m := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { c.Close() })
-	r := newRunIDs(3)
-	r.install([]redis.UniversalClient{nil, nil, c}[2:]) // the hook knows the node by position
-	first, err := c.Info(t.Context(), "server").Result()
-	if err != nil || !strings.Contains(first, "run_id:") || !strings.Contains(first, "uptime_in_seconds:") {
-		t.Fatalf("INFO server = %q, %v", first, err)
+func TestLossyRestartsNeedRunIDs(t *testing.T) {
+	o := genOpts(false)
+	o.Kinds, o.NoRunIDs = []FaultKind{CrashLossy, Pause}, true
+	for seed := uint64(1); seed <= 50; seed++ {
+		if s := Generate(seed, o); slices.ContainsFunc(s.Faults, func(f Fault) bool { return f.Kind == CrashLossy }) {
+			t.Fatalf("seed %d: a lossy restart inside the model on nodes without run ids:\n%s", seed, s.Timeline())
+		}
 	}
-	if err := c.Info(t.Context(), "clients").Err(); err != nil {
-		t.Errorf("a section miniredis serves went wrong: %v", err)
+	o.Outside = true
+	found := false
+	for seed := uint64(1); seed <= 50 && !found; seed++ {
+		s := Generate(seed, o)
+		for _, f := range s.Faults {
+			if f.Kind == CrashLossy {
+				found = true
+				if !f.Outside || !s.Outside {
+					t.Errorf("seed %d: %s not marked outside the model", seed, f)
+				}
+			}
+		}
 	}
-	r.restarted(0)
-	second, _ := c.Info(t.Context(), "server").Result()
-	if second == first {
-		t.Errorf("the run id did not change with the restart: %q", second)
-	}
-	m.Close()
-	if err := c.Info(t.Context(), "server").Err(); err == nil {
-		t.Error("INFO server answered for a node that is down")
+	if !found {
+		t.Error("no lossy restart in 50 schedules allowed outside the model")
 	}
 }
 
@@ -275,10 +276,10 @@ func (repeatHeld) Fence() (uint64, bool) { return 7, true }
 func testExploreConfig(impls ...Impl) ExploreConfig {
 	ttl := 250 * ms
 	return ExploreConfig{
-		NewFleet:   ClusterFleet(cluster.Options{Backend: cluster.BackendEmbedded, Nodes: 5}),
-		Backend:    "embedded",
-		FakeRunIDs: true,
-		Nodes:      5, Clients: 3, TTL: ttl, Duration: 6 * ttl,
+		NewFleet: ClusterFleet(cluster.Options{Backend: cluster.BackendEmbedded, Nodes: 5}),
+		Backend:  "embedded",
+		NoRunIDs: true,
+		Nodes:    5, Clients: 3, TTL: ttl, Duration: 6 * ttl,
 		Impls: impls, Bounds: QuorumlockBounds(ttl),
 		FirstSeed: 1, Seeds: 2, MaxFaults: 2,
 		FencedSet: FencedSet, IsStale: IsStaleFence,

@@ -261,8 +261,9 @@ partitions and latency are not bounded: they cost liveness, never safety.
 
 On a violation it shrinks the schedule (drops faults one at a time while it still fails),
 writes the schedule and what happened as text and as a picture under --out, and prints
-the command that replays it. Embedded nodes answer INFO server through the lab (a new run
-id at every restart); --backend docker runs real redis-server containers.
+the command that replays it. Embedded nodes report no server run id, so a restart that
+keeps its data but loses the last lock keys is outside the model there (no client can
+tell it happened); --backend docker runs real redis-server containers, where it is inside.
 
 Exit status: 0 when quorumlock violated nothing inside the model, 3 when it did, 1 on
 other errors.`,
@@ -342,7 +343,7 @@ func runExplore(ctx context.Context, cfg exploreConfig) error {
 	opts := cluster.Options{Backend: b, Nodes: cfg.count, Label: "explore"}
 	var lines []string
 	res, runErr := lab.Explore(ctx, lab.ExploreConfig{
-		NewFleet: lab.ClusterFleet(opts), Backend: cfg.backend, FakeRunIDs: b == cluster.BackendEmbedded,
+		NewFleet: lab.ClusterFleet(opts), Backend: cfg.backend, NoRunIDs: b == cluster.BackendEmbedded,
 		Nodes: cfg.count, Clients: cfg.clients, TTL: cfg.ttl, Duration: cfg.duration,
 		Impls: impls, Bounds: lab.QuorumlockBounds(cfg.ttl),
 		FirstSeed: cfg.seed, Seeds: cfg.seeds, Outside: cfg.outside, Kinds: kinds, MaxFaults: cfg.maxFaults, Drop: cfg.drop,
@@ -423,7 +424,8 @@ func exploreStatus(res *lab.ExploreResults) error {
 
 func genOptionsOf(cfg exploreConfig, kinds []lab.FaultKind) lab.GenOptions {
 	return lab.GenOptions{Nodes: cfg.count, Clients: cfg.clients, TTL: cfg.ttl, Duration: cfg.duration,
-		Bounds: lab.QuorumlockBounds(cfg.ttl), Outside: cfg.outside, Kinds: kinds, MaxFaults: cfg.maxFaults}
+		Bounds: lab.QuorumlockBounds(cfg.ttl), Outside: cfg.outside, Kinds: kinds, MaxFaults: cfg.maxFaults,
+		NoRunIDs: cluster.Backend(cfg.backend) == cluster.BackendEmbedded}
 }
 
 // replay is the command line that runs one seed's schedule again, without
