@@ -294,8 +294,12 @@ func TestExploreRunsEverySeedWithEveryImpl(t *testing.T) {
 	var seen []uint64
 	var res *ExploreResults
 	// A busy host can starve a run of every acquisition: that run lost its
-	// shape, and the exploration is set up again (a few times at most).
+	// shape, and the exploration is set up again with a longer TTL.
 	for try := 1; ; try++ {
+		if try > 1 {
+			cfg.TTL *= 2
+			cfg.Duration, cfg.Bounds = 6*cfg.TTL, QuorumlockBounds(cfg.TTL)
+		}
 		seen = nil
 		cfg.Progress = func(r SeedResult) { seen = append(seen, r.Schedule.Seed) }
 		var err error
@@ -345,13 +349,23 @@ func TestExploreFindsAPlantedDefect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs and shrinks a schedule")
 	}
-	cfg := testExploreConfig(fencelessImpl())
-	cfg.Seeds, cfg.Shrink, cfg.ShrinkRuns = 1, true, 1
-	res, err := Explore(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
+	var r SeedResult
+	// A host too busy for the TTL starves the run of every lock: the setup
+	// lost its shape, and runs again with a longer TTL.
+	for ttl := 250 * ms; ; ttl *= 2 {
+		cfg := testExploreConfig(fencelessImpl())
+		cfg.TTL, cfg.Duration, cfg.Bounds = ttl, 6*ttl, QuorumlockBounds(ttl)
+		cfg.Seeds, cfg.Shrink, cfg.ShrinkRuns = 1, true, 1
+		res, err := Explore(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = res.Seeds[0]
+		if !r.Starved || ttl >= 2*time.Second {
+			break
+		}
+		t.Logf("TTL %v: %s; trying a longer TTL", ttl, SeedLine(r))
 	}
-	r := res.Seeds[0]
 	if !r.Failed() || len(r.Runs[0].Check.FenceInversions) == 0 {
 		t.Fatalf("repeated fence tokens went unnoticed: %s", SeedLine(r))
 	}
