@@ -259,11 +259,10 @@ func auction() Scenario {
 		Expect: "accepted bids strictly increase and the final price is the highest bid, with either lock and with WATCH/MULTI " +
 			"(which pays in aborted transactions); with no lock the invariant breaks. " +
 			"Bids per second differ between the locks for a reason the hand-off lines show: redsync's waiters sleep 50–250 ms " +
-			"between tries, so the bidder that just released wins again almost every time, with one round trip between two bids; " +
-			"quorumlock wakes the waiters of the other clients on release, so nearly every bid hands the lock to another client, " +
-			"and a hand-off costs the release on every node, the announcement, and a round in which all woken waiters race " +
-			"(several rounds per acquisition). That is the price of fairness across processes, paid in bids per second; " +
-			"with WithWakeup(false) quorumlock behaves like redsync.",
+			"between tries, so the bidder that just released wins again almost every time, one round trip after its release; " +
+			"quorumlock serves waiting clients in turn, so nearly every bid hands the lock to another client, and a hand-off " +
+			"costs the release on every node, the wake-up and the next waiter's round(s) on the nodes. That is the price of " +
+			"fairness across processes, paid in bids per second.",
 		Variants: []string{variantNoLock, variantOptimistic},
 		Want: func(impl string) Expectation {
 			if impl == variantNoLock {
