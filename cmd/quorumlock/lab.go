@@ -340,17 +340,6 @@ func runExplore(ctx context.Context, cfg exploreConfig) error {
 	if err != nil {
 		return err
 	}
-	if len(kinds) == 0 && b == cluster.BackendEmbedded {
-		// An embedded node restarted with its data can take the process
-		// down: miniredis answers INFO on a connection of the stopped
-		// server (nil pointer in cmdInfo), and the library sends INFO on
-		// every first contact. Named with --faults it still runs.
-		for _, k := range lab.AllFaultKinds() {
-			if k != lab.CrashAOF {
-				kinds = append(kinds, k)
-			}
-		}
-	}
 	opts := cluster.Options{Backend: b, Nodes: cfg.count, Label: "explore"}
 	var lines []string
 	res, runErr := lab.Explore(ctx, lab.ExploreConfig{
