@@ -22,11 +22,10 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	redsyncredis "github.com/go-redsync/redsync/v4/redis"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/quorumlock/quorumlock/cluster"
+	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
 	"github.com/quorumlock/quorumlock/redlock"
 )
 
@@ -68,14 +67,12 @@ func Open(ctx context.Context, env Env) (*Nodes, error) {
 		return nil, errors.New("bench: no nodes")
 	}
 	n := &Nodes{env: env, prefix: "bench:" + strconv.FormatUint(rand.Uint64(), 36) + ":"}
-	pools := make([]redsyncredis.Pool, len(env.Clients))
-	for i, c := range env.Clients {
+	for _, c := range env.Clients {
 		o := cloneOptions(c.Options())
 		o.PoolSize = max(c.Options().PoolSize, poolSize)
 		rc := redis.NewClient(o)
 		n.closers = append(n.closers, rc.Close)
 		n.Clients = append(n.Clients, rc)
-		pools[i] = goredis.NewPool(rc)
 	}
 	var err error
 	if n.Ours, err = n.NewClient(); err != nil {
@@ -87,7 +84,7 @@ func Open(ctx context.Context, env Env) (*Nodes, error) {
 	if err := n.Ours.Bootstrap(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("bench: bootstrap: %w", err), n.Close())
 	}
-	n.Redsync = redsync.New(pools...)
+	n.Redsync = redsyncadapter.New(n.Clients)
 	n.Raw = NewRaw(n.Clients, redlock.DefaultTTL)
 	return n, nil
 }

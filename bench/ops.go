@@ -9,6 +9,7 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
 	"github.com/quorumlock/quorumlock/redlock"
 )
 
@@ -30,12 +31,12 @@ func OursOp(c *redlock.Client) Op {
 // one holder) and unlocks it.
 func RedsyncOp(rs *redsync.Redsync, opts ...redsync.Option) Op {
 	return func(ctx context.Context, key string) error {
-		m := rs.NewMutex(key, opts...)
-		if err := m.LockContext(ctx); err != nil {
+		m, err := redsyncadapter.Lock(ctx, rs, key, opts...)
+		if err != nil {
 			return err
 		}
-		if ok, err := m.UnlockContext(ctx); !ok {
-			return fmt.Errorf("bench: redsync unlock %q: %v", key, err)
+		if err := redsyncadapter.Unlock(ctx, m); err != nil {
+			return fmt.Errorf("bench: %w", err)
 		}
 		return nil
 	}
@@ -119,13 +120,13 @@ func OursContender(c *redlock.Client, opts ...redlock.LockOption) Contender {
 // RedsyncContender locks with a new Mutex of rs per acquisition.
 func RedsyncContender(rs *redsync.Redsync, opts ...redsync.Option) Contender {
 	return func(ctx context.Context, key string) (func(context.Context) error, error) {
-		m := rs.NewMutex(key, opts...)
-		if err := m.LockContext(ctx); err != nil {
+		m, err := redsyncadapter.Lock(ctx, rs, key, opts...)
+		if err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error {
-			if ok, err := m.UnlockContext(ctx); !ok {
-				return fmt.Errorf("bench: redsync unlock %q: %v", key, err)
+			if err := redsyncadapter.Unlock(ctx, m); err != nil {
+				return fmt.Errorf("bench: %w", err)
 			}
 			return nil
 		}, nil

@@ -12,12 +12,11 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	redsyncredis "github.com/go-redsync/redsync/v4/redis"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/quorumlock/quorumlock/cluster"
 	"github.com/quorumlock/quorumlock/cluster/clustertest"
+	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
 	"github.com/quorumlock/quorumlock/redlock"
 )
 
@@ -63,11 +62,7 @@ func newEnv(t *testing.T) *env {
 		}
 		t.Logf("bootstrap, again: %v", err)
 	}
-	pools := make([]redsyncredis.Pool, len(e.clients))
-	for i, cl := range e.clients {
-		pools[i] = goredis.NewPool(cl)
-	}
-	e.rs = redsync.New(pools...)
+	e.rs = redsyncadapter.New(e.clients)
 	return e
 }
 

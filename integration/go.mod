@@ -18,6 +18,7 @@ replace github.com/quorumlock/quorumlock/lab => ../lab
 
 require (
 	github.com/go-redsync/redsync/v4 v4.18.1
+	github.com/quorumlock/quorumlock/lab v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 )
 

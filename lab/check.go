@@ -47,6 +47,32 @@ type Check struct {
 	HasAuction        bool `json:"has_auction"`
 	AbortedTxns       int  `json:"aborted_txns"`
 
+	// How the lock moved between clients, in the order of acquisition: a
+	// hand-off goes to another client than the previous holder, a regain to
+	// the same one. The gaps are medians from the previous hold's end to the
+	// next acquisition. A lock that lets the releasing client win again
+	// shows many regains with short gaps; a fair one shows hand-offs, each
+	// of which costs a wake-up and a round on the nodes.
+	Handoffs   int           `json:"handoffs"`
+	Regains    int           `json:"regains"`
+	HandoffGap time.Duration `json:"handoff_gap_ns"`
+	RegainGap  time.Duration `json:"regain_gap_ns"`
+	// Fewest and most acquisitions by one client (over clients that ran).
+	PerClientMin int `json:"per_client_min"`
+	PerClientMax int `json:"per_client_max"`
+	// Rounds is the number of acquisition rounds the implementation ran
+	// (0 when it does not say); Rounds/Acquisitions is the cost of one.
+	Rounds int `json:"rounds,omitempty"`
+	// BadBids are the indexes in History.Writes of the accepted bids that
+	// broke the auction invariant.
+	BadBids []int `json:"-"`
+	// StaleAccepted are the indexes in History.Writes of accepted writes
+	// from a holder older than one the storage had already written for.
+	StaleAccepted []int `json:"-"`
+	// ExpiredAtReturn are the indexes in History.Holds of locks returned
+	// with their validity already over.
+	ExpiredAtReturn []int `json:"-"`
+
 	Attempts     int           `json:"attempts"`
 	MajorityUp   int           `json:"majority_up"` // attempts that started while a majority was up
 	Availability float64       `json:"availability"`
@@ -56,7 +82,8 @@ type Check struct {
 
 // CheckHistory checks h. It is pure: it reads only h.
 func CheckHistory(h History) Check {
-	c := Check{Acquisitions: len(h.Holds), AbortedTxns: h.AbortedTxns}
+	c := Check{Acquisitions: len(h.Holds), AbortedTxns: h.AbortedTxns, Rounds: h.Rounds}
+	handoffs(&c, h)
 	c.Overlaps, c.OverlapTime = overlaps(h.Holds)
 	c.Violations = len(c.Overlaps)
 
@@ -92,13 +119,14 @@ func CheckHistory(h History) Check {
 		c.HasAuction = true
 		var top int64
 		var any bool
-		for _, w := range h.Writes {
+		for i, w := range h.Writes {
 			if w.Kind != Bid || !w.Accepted {
 				continue
 			}
 			c.Bids++
 			if any && w.Value <= top {
 				c.AuctionViolations++
+				c.BadBids = append(c.BadBids, i)
 			}
 			if !any || w.Value > top {
 				top, any = w.Value, true
@@ -168,4 +196,31 @@ func overlaps(holds []Hold) ([]Overlap, time.Duration) {
 		upTo = max(upTo, o.End)
 	}
 	return out, total
+}
+
+// handoffs fills the hand-off measures of c from h's holds.
+func handoffs(c *Check, h History) {
+	holds := slices.Clone(h.Holds)
+	slices.SortStableFunc(holds, func(a, b Hold) int { return cmp.Compare(a.Acquired, b.Acquired) })
+	var handoff, regain []time.Duration
+	per := make([]int, h.Clients)
+	for i, hd := range holds {
+		if hd.Client >= 0 && hd.Client < len(per) {
+			per[hd.Client]++
+		}
+		if i == 0 {
+			continue
+		}
+		gap := max(0, hd.Acquired-holds[i-1].End())
+		if hd.Client == holds[i-1].Client {
+			regain = append(regain, gap)
+		} else {
+			handoff = append(handoff, gap)
+		}
+	}
+	c.Handoffs, c.Regains = len(handoff), len(regain)
+	c.HandoffGap, c.RegainGap = stats.Quantile(handoff, 0.5), stats.Quantile(regain, 0.5)
+	if len(holds) > 0 && len(per) > 0 {
+		c.PerClientMin, c.PerClientMax = slices.Min(per), slices.Max(per)
+	}
 }

@@ -168,16 +168,41 @@ func TestRecorderOrdersStoreWrites(t *testing.T) {
 	r := NewRecorder(2)
 	idx := r.Acquired(Hold{Client: 0, Until: time.Hour})
 	r.Released(idx, 5*ms)
-	r.Store(Write{Client: 0, Value: 1}, func() (bool, bool) { return true, false })
-	r.Store(Write{Client: 1, Value: 1}, func() (bool, bool) { return false, true })
+	r.Store(Write{Client: 0, Value: 1}, func() StoreResult { return StoreAccepted })
+	r.Store(Write{Client: 1, Value: 1}, func() StoreResult { return StoreRefused })
+	r.Store(Write{Client: 1, Kind: Bid, Value: 2}, func() StoreResult { return StoreAborted })
 	h := r.Finish(func(h *History) { h.FinalCounter, h.HasCounter = 1, true })
-	if len(h.Writes) != 2 || !h.Writes[0].Accepted || !h.Writes[1].Rejected || h.Writes[0].At > h.Writes[1].At {
+	if len(h.Writes) != 3 || !h.Writes[0].Accepted || !h.Writes[1].Rejected || !h.Writes[2].Aborted || h.Writes[0].At > h.Writes[1].At {
 		t.Fatalf("writes = %+v", h.Writes)
+	}
+	if h.AbortedTxns != 1 {
+		t.Errorf("aborted transactions = %d; want 1", h.AbortedTxns)
 	}
 	if h.Holds[0].Released != 5*ms || h.Holds[0].End() != 5*ms {
 		t.Fatalf("hold = %+v", h.Holds[0])
 	}
 	if c := CheckHistory(h); c.Increments != 1 || c.LostUpdates != 0 || c.RejectedWrites != 1 {
 		t.Fatalf("check = %+v", c)
+	}
+}
+
+func TestCheckHandoffs(t *testing.T) {
+	// Client 0 twice in a row (a regain after 10ms), then client 1 (a
+	// hand-off after 30ms), then client 0 (a hand-off after 50ms).
+	h := History{Clients: 3, Holds: []Hold{
+		hold(0, 0, time.Hour, 10*ms),
+		hold(0, 20*ms, time.Hour, 30*ms),
+		hold(1, 60*ms, time.Hour, 70*ms),
+		hold(0, 120*ms, time.Hour, 130*ms),
+	}, Rounds: 9}
+	c := CheckHistory(h)
+	if c.Handoffs != 2 || c.Regains != 1 {
+		t.Errorf("hand-offs, regains = %d, %d; want 2, 1", c.Handoffs, c.Regains)
+	}
+	if c.RegainGap != 10*ms || c.HandoffGap != 30*ms {
+		t.Errorf("gaps: regain %v, hand-off %v; want 10ms and the lower median 30ms", c.RegainGap, c.HandoffGap)
+	}
+	if c.PerClientMin != 0 || c.PerClientMax != 3 || c.Rounds != 9 {
+		t.Errorf("per client %d..%d, rounds %d; want 0..3 (client 2 never held), 9", c.PerClientMin, c.PerClientMax, c.Rounds)
 	}
 }

@@ -86,3 +86,6 @@ func (n clusterNode) ClearLatency(ctx context.Context) error {
 func (n clusterNode) ClockJump(ctx context.Context, d time.Duration) error {
 	return unsupported(n.n.ClockJump(ctx, d))
 }
+func (n clusterNode) ClockRate(ctx context.Context, rate float64) error {
+	return unsupported(n.n.ClockRate(ctx, rate))
+}

@@ -14,9 +14,11 @@ import (
 // durations (issue #7): the scenarios whose faults only real processes show
 // (restarts with and without persistence, a wall-clock jump under
 // libfaketime, killed nodes) on five redis-server containers, with both
-// implementations. quorumlock must show no violation in any of them;
-// redsync must show one in restart-now and clock-jump, or the attack did not
-// happen and the run proves nothing.
+// implementations. quorumlock must show no violation in any of them, and its
+// refusal of B must name the victim's quarantine (restart-now) or clock
+// skew (clock-jump); redsync must show a violation in restart-now and
+// clock-jump, or the attack did not happen and the run proves nothing; in
+// every attack B must get the lock once A's validity is over.
 func TestDockerScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts ten five-node docker clusters")
@@ -69,6 +71,14 @@ func TestDockerScenarios(t *testing.T) {
 			case o.Check.Acquisitions == 0:
 				t.Errorf("%s/%s: no lock was ever obtained", s.Name, o.Impl)
 			}
+			if a := o.Attack; a != nil {
+				t.Logf("%s/%s: %s", s.Name, o.Impl, attackLine(a))
+				if !a.After {
+					t.Errorf("%s/%s: B got no lock after A's validity ended", s.Name, o.Impl)
+				}
+			} else if s.Name != "kill-minority" && o.Skipped == "" {
+				t.Errorf("%s/%s: no attack record", s.Name, o.Impl)
+			}
 			switch o.Impl {
 			case "quorumlock":
 				if o.Check.Violations != 0 {
@@ -111,5 +121,48 @@ func waitRedialsGone(t *testing.T) {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestExploreDocker is the explorer's short docker budget: two seeds on
+// real redis-server containers, restricted to the faults only real
+// processes show faithfully (restarts that keep their data and change the
+// run id, pauses, clock faults under libfaketime, Bootstrap while nodes
+// restart, a fresh client while a node hangs). Every fault must apply,
+// every implementation must get locks, and quorumlock must violate nothing
+// inside the fault model.
+func TestExploreDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four five-node docker clusters")
+	}
+	clustertest.RequireDocker(t)
+	t.Cleanup(func() { waitRedialsGone(t) })
+	ttl := 400 * time.Millisecond
+	cfg := ExploreConfig{
+		NewFleet: ClusterFleet(cluster.Options{Backend: cluster.BackendDocker, Nodes: 5, Label: "explore", Logf: t.Logf}),
+		Backend:  string(cluster.BackendDocker),
+		Nodes:    5, Clients: 3, TTL: ttl, Duration: 8 * ttl,
+		Impls: Implementations(), Bounds: QuorumlockBounds(ttl),
+		FirstSeed: 1, Seeds: 2, MaxFaults: 4,
+		Kinds:     []FaultKind{CrashAOF, CrashLossy, CrashEmpty, Pause, ClockJump, Bootstrap, ColdClient},
+		FencedSet: FencedSet, IsStale: IsStaleFence,
+		Progress: func(r SeedResult) { t.Log(SeedLine(r)) },
+	}
+	res, err := Explore(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Seeds {
+		for _, run := range s.Runs {
+			for _, e := range run.Errors {
+				t.Errorf("seed %d, %s: fault error: %s", s.Schedule.Seed, run.Impl, e)
+			}
+			if run.Check.Acquisitions == 0 && !s.Starved {
+				t.Errorf("seed %d, %s: no lock at all", s.Schedule.Seed, run.Impl)
+			}
+		}
+		if v := s.Runs[0].Check.Violations(); len(v) > 0 && !s.Schedule.Outside {
+			t.Errorf("seed %d: quorumlock violated inside the fault model: %v\n%s", s.Schedule.Seed, v, s.Schedule.Timeline())
+		}
 	}
 }

@@ -41,6 +41,7 @@ type Node interface {
 	Latency(ctx context.Context, delay, jitter time.Duration) error
 	ClearLatency(ctx context.Context) error
 	ClockJump(ctx context.Context, d time.Duration) error
+	ClockRate(ctx context.Context, rate float64) error
 }
 
 // Restart says how a node comes back.

@@ -10,6 +10,7 @@ replace github.com/quorumlock/quorumlock/cluster => ../cluster
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/go-redsync/redsync/v4 v4.18.1
 	github.com/quorumlock/quorumlock/cluster v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0

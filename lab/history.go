@@ -10,6 +10,8 @@ import (
 // from the start of the run on the process's monotonic clock.
 type Hold struct {
 	Client   int
+	Key      int           // which key (explorer; 0 elsewhere)
+	Start    time.Duration // when the call to Acquire began
 	Acquired time.Duration // when Acquire returned the lock
 	Until    time.Duration // the lock's local validity deadline
 	Released time.Duration // when the client called Release; 0 if it never did
@@ -29,6 +31,7 @@ func (h Hold) End() time.Duration {
 // An Attempt is one call to Acquire.
 type Attempt struct {
 	Client     int
+	Key        int
 	Start      time.Duration
 	Latency    time.Duration
 	OK         bool
@@ -38,15 +41,37 @@ type Attempt struct {
 // A Write is one write to the shared storage, in the order the storage applied
 // it. Kind tells the counter's increments from the auction's bids.
 type Write struct {
-	Client   int
-	At       time.Duration
+	Client int
+	Key    int           // which key's lock the writer held (explorer)
+	Hold   int           // index in History.Holds of the writer's hold; -1 for none
+	Start  time.Duration // when the read-modify-write began (explorer's counter)
+	At     time.Duration
+	// Until is the writer's validity deadline (0 without a lock); Late is
+	// true when the storage acknowledged the write at or after it.
+	Until    time.Duration
+	Late     bool
 	Kind     WriteKind
 	Value    int64
 	Fence    uint64
 	HasFence bool
 	Accepted bool // the storage acknowledged the write
-	Rejected bool // the storage refused it (stale fence, aborted transaction)
+	Rejected bool // the storage refused it: a stale fencing token
+	Aborted  bool // an optimistic transaction that EXEC refused
 }
+
+// StoreResult is what the storage did with one write.
+type StoreResult int
+
+const (
+	// StoreUnknown: the write failed and may or may not have landed.
+	StoreUnknown StoreResult = iota
+	// StoreAccepted: the storage acknowledged the write.
+	StoreAccepted
+	// StoreRefused: the fencing check refused a stale token.
+	StoreRefused
+	// StoreAborted: EXEC refused an optimistic transaction.
+	StoreAborted
+)
 
 // WriteKind tells what a Write was for.
 type WriteKind int
@@ -74,6 +99,11 @@ type History struct {
 	Attempts []Attempt
 	Writes   []Write
 	Faults   []FaultSpan
+	// Stalls are spans in which the process did not run at all (the host
+	// was busy elsewhere), as the explorer's watcher saw them.
+	Stalls []FaultSpan `json:"-"`
+	// RowNames, when set, name the client rows of the timeline.
+	RowNames []string `json:"-"`
 
 	// Final values read from the storage after the run; Has* is false when
 	// the workload did not use them.
@@ -82,6 +112,7 @@ type History struct {
 	FinalPrice      int64
 	HasPrice        bool
 	AbortedTxns     int // optimistic transactions that EXEC refused
+	Rounds          int // acquisition rounds the implementation ran; 0 when it does not say
 	ImplementsFence bool
 }
 
@@ -132,30 +163,34 @@ func (r *Recorder) Released(i int, at time.Duration) {
 // Store runs one write against the shared storage and records it. Writes are
 // serialised here so that the recorded order is the order the single storage
 // node applied them; the storage serialises them anyway, so this changes no
-// outcome. do reports whether the storage accepted the write, refused it
-// (rejected), or failed with an unknown outcome (neither).
-func (r *Recorder) Store(w Write, do func() (accepted, rejected bool)) (accepted bool) {
+// outcome. do reports what the storage did with the write.
+func (r *Recorder) Store(w Write, do func() StoreResult) (accepted bool) {
 	r.storeMu.Lock()
 	defer r.storeMu.Unlock()
-	w.Accepted, w.Rejected = do()
+	res := do()
+	w.Accepted, w.Rejected, w.Aborted = res == StoreAccepted, res == StoreRefused, res == StoreAborted
 	w.At = r.Now()
+	w.Late = w.Until > 0 && w.At >= w.Until
 	r.mu.Lock()
 	r.h.Writes = append(r.h.Writes, w)
+	if w.Aborted {
+		r.h.AbortedTxns++
+	}
 	r.mu.Unlock()
 	return w.Accepted
+}
+
+// Stall records a span in which the process did not run.
+func (r *Recorder) Stall(f FaultSpan) {
+	r.mu.Lock()
+	r.h.Stalls = append(r.h.Stalls, f)
+	r.mu.Unlock()
 }
 
 // Fault records a fault span.
 func (r *Recorder) Fault(f FaultSpan) {
 	r.mu.Lock()
 	r.h.Faults = append(r.h.Faults, f)
-	r.mu.Unlock()
-}
-
-// Aborted counts an optimistic transaction that EXEC refused.
-func (r *Recorder) Aborted() {
-	r.mu.Lock()
-	r.h.AbortedTxns++
 	r.mu.Unlock()
 }
 
@@ -172,5 +207,6 @@ func (r *Recorder) Finish(update func(h *History)) History {
 	h.Attempts = slices.Clone(h.Attempts)
 	h.Writes = slices.Clone(h.Writes)
 	h.Faults = slices.Clone(h.Faults)
+	h.Stalls = slices.Clone(h.Stalls)
 	return h
 }

@@ -13,14 +13,24 @@ import (
 type Locker interface {
 	// Acquire blocks until the lock on key is held or ctx is done.
 	Acquire(ctx context.Context, key string) (Held, error)
+	// TryAcquire makes one attempt.
+	TryAcquire(ctx context.Context, key string) (Held, error)
 	// Close releases what the client holds open (subscriptions, goroutines).
 	Close() error
+}
+
+// A RoundCounter is a Locker that can tell how many acquisition rounds (one
+// vote on every node) it ran; the report divides it by the acquisitions.
+type RoundCounter interface {
+	Rounds() uint64
 }
 
 // Held is one acquired lock.
 type Held interface {
 	// Until is the local validity deadline; it carries a monotonic reading.
 	Until() time.Time
+	// Token is the random value the lock key holds on the nodes.
+	Token() string
 	// Fence is the lock's fencing token; ok is false when the implementation
 	// hands out none.
 	Fence() (token uint64, ok bool)
@@ -43,4 +53,15 @@ type Impl struct {
 	New func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error)
 	// Prepare runs once on freshly started nodes before a run; nil for none.
 	Prepare func(ctx context.Context, nodes []redis.UniversalClient, cfg LockConfig) error
+	// Explain says which nodes refused a failed acquisition and why, as far
+	// as the implementation tells; nil when it does not.
+	Explain func(err error) Refusal
+}
+
+// Refusal is why the nodes of a failed acquisition refused their votes.
+type Refusal struct {
+	Err         string `json:"error"`
+	Quarantined []int  `json:"quarantined,omitempty"` // nodes in their restart quarantine
+	Skewed      []int  `json:"skewed,omitempty"`      // nodes whose clock is off beyond the bound
+	Taken       []int  `json:"taken,omitempty"`       // nodes where another owner holds the key
 }

@@ -33,7 +33,28 @@ func Quorumlock() Impl {
 			}
 			return errors.Join(c.Bootstrap(ctx), c.Close())
 		},
+		Explain: explainQuorumlock,
 	}
+}
+
+// explainQuorumlock reads the per-node reasons out of a failed acquisition.
+func explainQuorumlock(err error) Refusal {
+	r := Refusal{Err: err.Error()}
+	var re *redlock.RoundError
+	if !errors.As(err, &re) {
+		return r
+	}
+	for _, n := range re.Nodes {
+		switch n.Reason {
+		case redlock.NodeQuarantined:
+			r.Quarantined = append(r.Quarantined, n.Node)
+		case redlock.NodeSkewed:
+			r.Skewed = append(r.Skewed, n.Node)
+		case redlock.NodeTaken:
+			r.Taken = append(r.Taken, n.Node)
+		}
+	}
+	return r
 }
 
 type quorumlockLocker struct{ c *redlock.Client }
@@ -46,11 +67,22 @@ func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error)
 	return quorumlockHeld{lk}, nil
 }
 
+func (l quorumlockLocker) TryAcquire(ctx context.Context, key string) (Held, error) {
+	lk, err := l.c.TryAcquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return quorumlockHeld{lk}, nil
+}
+
 func (l quorumlockLocker) Close() error { return l.c.Close() }
+
+func (l quorumlockLocker) Rounds() uint64 { return l.c.Stats().Attempts }
 
 type quorumlockHeld struct{ l *redlock.Lock }
 
 func (h quorumlockHeld) Until() time.Time { return h.l.Until() }
+func (h quorumlockHeld) Token() string    { return h.l.Token() }
 
 func (h quorumlockHeld) Fence() (uint64, bool) {
 	f := h.l.Fence()
@@ -58,6 +90,14 @@ func (h quorumlockHeld) Fence() (uint64, bool) {
 }
 
 func (h quorumlockHeld) Release(ctx context.Context) error { return h.l.Release(ctx) }
+
+// QuorumlockBounds are the fault model's limits for locks of ttl with the
+// library's defaults: a restart quarantine of one TTL, a clock-skew guard of
+// TTL/10 and the drift allowance of TTL×0.01 + 2 ms (the package doc's
+// numbers; the library keeps the arithmetic unexported).
+func QuorumlockBounds(ttl time.Duration) ModelBounds {
+	return ModelBounds{Quarantine: ttl, MaxSkew: ttl / 10, Drift: ttl/100 + 2*time.Millisecond}
+}
 
 // Implementations returns the implementations the lab compares.
 func Implementations() []Impl { return []Impl{Quorumlock(), Redsync()} }

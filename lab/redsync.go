@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	redsyncredis "github.com/go-redsync/redsync/v4/redis"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
 )
 
 // Redsync is go-redsync/redsync v4 with its defaults (32 tries, 50–250 ms
@@ -18,11 +18,7 @@ func Redsync() Impl {
 	return Impl{
 		Name: "redsync",
 		New: func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error) {
-			pools := make([]redsyncredis.Pool, len(nodes))
-			for i, n := range nodes {
-				pools[i] = goredis.NewPool(n)
-			}
-			return &redsyncLocker{rs: redsync.New(pools...), ttl: cfg.TTL}, nil
+			return &redsyncLocker{rs: redsyncadapter.New(nodes), ttl: cfg.TTL}, nil
 		},
 	}
 }
@@ -33,10 +29,16 @@ type redsyncLocker struct {
 }
 
 func (l *redsyncLocker) Acquire(ctx context.Context, key string) (Held, error) {
-	// A redsync Mutex is not reusable across holders, so each acquisition
-	// gets its own.
-	m := l.rs.NewMutex(key, redsync.WithExpiry(l.ttl))
-	if err := m.LockContext(ctx); err != nil {
+	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.ttl))
+	if err != nil {
+		return nil, err
+	}
+	return redsyncHeld{m}, nil
+}
+
+func (l *redsyncLocker) TryAcquire(ctx context.Context, key string) (Held, error) {
+	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.ttl), redsync.WithTries(1))
+	if err != nil {
 		return nil, err
 	}
 	return redsyncHeld{m}, nil
@@ -46,9 +48,7 @@ func (l *redsyncLocker) Close() error { return nil }
 
 type redsyncHeld struct{ m *redsync.Mutex }
 
-func (h redsyncHeld) Until() time.Time      { return h.m.Until() }
-func (h redsyncHeld) Fence() (uint64, bool) { return 0, false }
-func (h redsyncHeld) Release(ctx context.Context) error {
-	_, err := h.m.UnlockContext(ctx)
-	return err
-}
+func (h redsyncHeld) Until() time.Time                  { return h.m.Until() }
+func (h redsyncHeld) Token() string                     { return h.m.Value() }
+func (h redsyncHeld) Fence() (uint64, bool)             { return 0, false }
+func (h redsyncHeld) Release(ctx context.Context) error { return redsyncadapter.Unlock(ctx, h.m) }

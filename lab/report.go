@@ -165,6 +165,15 @@ func writeMarkdown(w io.Writer, r *Results) {
 					fmt.Fprintf(w, ", %.1f writes/s", o.Throughput)
 				}
 				fmt.Fprintln(w, ".")
+				if hs := handoffLine(c); hs != "" {
+					fmt.Fprintf(w, "  %s\n", hs)
+				}
+				if a := o.Attack; a != nil {
+					fmt.Fprintf(w, "  %s\n", attackLine(a))
+				}
+				if len(o.Retries) > 0 {
+					fmt.Fprintf(w, "  Set up again %d time(s): %s.\n", len(o.Retries), strings.Join(o.Retries, "; "))
+				}
 			}
 		}
 		if s.Picture != "" {
@@ -188,4 +197,53 @@ func faultsLine(s ScenarioResult) string {
 		return strings.Join(parts, "; ") + "."
 	}
 	return ""
+}
+
+// handoffLine says how the lock moved between clients: the measure that
+// explains a throughput difference between a fair lock and one that lets
+// the releasing client win again.
+func handoffLine(c Check) string {
+	n := c.Handoffs + c.Regains
+	if n < 10 {
+		return ""
+	}
+	s := fmt.Sprintf("Hand-offs: %.0f%% of acquisitions went to another client than the previous holder (median gap from its release %v), "+
+		"%.0f%% back to the same client (median gap %v); per client %d..%d acquisitions",
+		100*float64(c.Handoffs)/float64(n), round(c.HandoffGap), 100*float64(c.Regains)/float64(n), round(c.RegainGap),
+		c.PerClientMin, c.PerClientMax)
+	if c.Rounds > 0 && c.Acquisitions > 0 {
+		s += fmt.Sprintf("; %.1f rounds on the nodes per acquisition", float64(c.Rounds)/float64(c.Acquisitions))
+	}
+	return s + "."
+}
+
+// attackLine tells an attack's story beyond the holds.
+func attackLine(a *AttackRecord) string {
+	s := fmt.Sprintf("Attack: A held on nodes %v, node %d was hit, %v of A's validity was left when B tried; B's one attempt: ", a.Mine, a.Victim, round(a.Left))
+	if a.Try == nil {
+		s += "got the lock"
+	} else {
+		s += "refused"
+		var why []string
+		for _, x := range []struct {
+			name  string
+			nodes []int
+		}{{"quarantined", a.Try.Quarantined}, {"clock skewed", a.Try.Skewed}, {"taken", a.Try.Taken}} {
+			if len(x.nodes) > 0 {
+				why = append(why, fmt.Sprintf("%s on %v", x.name, x.nodes))
+			}
+		}
+		if len(why) > 0 {
+			s += " (" + strings.Join(why, ", ") + ")"
+		}
+	}
+	if a.Waited {
+		s += "; B's Acquire until A's validity ended: ran out"
+	}
+	if a.After {
+		s += "; B got the lock after A's validity ended."
+	} else {
+		s += "; B got no lock after A's validity ended."
+	}
+	return s
 }

@@ -117,6 +117,21 @@ func TestWriteReport(t *testing.T) {
 	if !bytes.Contains(svg, []byte("<svg")) {
 		t.Errorf("timeline is not an SVG")
 	}
+	// The legend names what the sample shows, and nothing it does not.
+	for _, want := range []string{"holding the lock", "fault in force", "two clients held at once", "write accepted", "kill, node 1"} {
+		if !bytes.Contains(svg, []byte(want)) {
+			t.Errorf("timeline lacks %q", want)
+		}
+	}
+	for _, absent := range []string{"refused by the fencing check", "aborted by EXEC"} {
+		if bytes.Contains(svg, []byte(absent)) {
+			t.Errorf("timeline's legend has %q, which the sample does not show", absent)
+		}
+	}
+	// The labels are measured with the font the SVG carries.
+	if !bytes.Contains(svg, []byte("@font-face")) {
+		t.Errorf("timeline does not embed its font")
+	}
 	if _, err := os.Stat(filepath.Join(dir, "results.json")); err != nil {
 		t.Error(err)
 	}
@@ -145,5 +160,42 @@ func TestJudgeDegraded(t *testing.T) {
 	}
 	if v := Judge(Expectation{MinAvailability: 0.5}, Check{}); len(v.Degraded) != 0 {
 		t.Errorf("no attempts judged degraded: %q", v)
+	}
+}
+
+func TestTimelineMarksWrites(t *testing.T) {
+	h := History{
+		Clients: 2, Duration: time.Second,
+		Holds: []Hold{hold(0, 0, 300*ms, 200*ms)},
+		Writes: []Write{
+			fenced(0, 1, 2, true),
+			{Client: 1, Kind: Increment, Value: 1, Fence: 1, HasFence: true, Rejected: true, At: 400 * ms},
+			{Client: 1, Kind: Bid, Value: 5, Aborted: true, At: 500 * ms},
+			{Client: 0, Kind: Bid, Value: 4, Accepted: true, At: 600 * ms},
+			{Client: 1, Kind: Bid, Value: 4, Accepted: true, At: 700 * ms},
+		},
+		HasPrice: true, FinalPrice: 4,
+	}
+	c := CheckHistory(h)
+	if len(c.BadBids) != 1 || c.BadBids[0] != 4 {
+		t.Fatalf("bad bids = %v; want [4]", c.BadBids)
+	}
+	s := &ScenarioResult{Name: "marks", Outcomes: []Outcome{{Impl: "x", History: h, Check: c}}}
+	var texts []string
+	for _, e := range legendFor(s) {
+		texts = append(texts, e.text)
+	}
+	got := strings.Join(texts, "\n")
+	for _, want := range []string{"write accepted", "auction invariant broke", "refused by the fencing check", "aborted by EXEC"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("legend lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "fault in force") || strings.Contains(got, "two clients held at once") {
+		t.Errorf("legend names what the history lacks:\n%s", got)
+	}
+	path := filepath.Join(t.TempDir(), "marks.svg")
+	if err := writeTimeline(path, s); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -122,6 +122,10 @@ type Outcome struct {
 	History  History       `json:"-"`
 	// Throughput is accepted storage writes per second.
 	Throughput float64 `json:"throughput_per_s"`
+	// Attack is what an attack scenario saw besides the holds.
+	Attack *AttackRecord `json:"attack,omitempty"`
+	// Retries are the setups that lost their shape and were run again.
+	Retries []string `json:"retries,omitempty"`
 }
 
 // ScenarioResult is every implementation's outcome for one scenario.

@@ -119,29 +119,44 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 	start := time.Now()
 	defer func() { o.Elapsed = time.Since(start) }()
 
-	fail := func(err error) Outcome {
-		if errors.Is(err, ErrUnsupported) {
-			o.Skipped = err.Error()
-		} else {
-			o.Err = err.Error()
+	// An attack whose setup lost its shape starts over on fresh nodes a
+	// few times before the run reports the lost shape as an error.
+	const shapeTries = 3
+	for try := 1; ; try++ {
+		err := runFresh(ctx, cfg, sc, impl, &o)
+		if errors.Is(err, errShapeLost) && try < shapeTries && ctx.Err() == nil {
+			o.Retries = append(o.Retries, err.Error())
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, ErrUnsupported) {
+				o.Skipped = err.Error()
+			} else {
+				o.Err = err.Error()
+			}
 		}
 		return o
 	}
+}
+
+// runFresh runs the scenario once on fresh nodes and storage and fills o's
+// history, check and verdict.
+func runFresh(ctx context.Context, cfg *Config, sc Scenario, impl Impl, o *Outcome) error {
 	fleet, err := cfg.NewFleet(ctx, sc.Fleet)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer fleet.Close()
 	storage, closeStorage, err := newStorage(cfg)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer closeStorage()
 
 	lc := LockConfig{TTL: cfg.TTL}
 	if impl.Prepare != nil {
 		if err := impl.Prepare(ctx, fleet.Clients(), lc); err != nil {
-			return fail(fmt.Errorf("prepare %s: %w", impl.Name, err))
+			return fmt.Errorf("prepare %s: %w", impl.Name, err)
 		}
 	}
 	h := fnv.New64a()
@@ -162,6 +177,7 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 	hist := r.rec.Finish(func(h *History) {
 		h.Clients = r.clients
 		h.ImplementsFence = r.fencing && impl.Fencing
+		h.Rounds = r.rounds()
 		if r.counter {
 			h.FinalCounter, h.HasCounter = readFinal(storage.Client, "lab:counter")
 		}
@@ -170,8 +186,12 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 		}
 	})
 	o.History = hist
+	o.Attack = r.attackRec
 	o.Check = CheckHistory(hist)
 	o.Verdict = Judge(o.Expected, o.Check)
+	if sc.judge != nil {
+		sc.judge(impl.Name, o.Attack, &o.Verdict)
+	}
 	accepted := 0
 	for _, w := range hist.Writes {
 		if w.Accepted {
@@ -181,10 +201,7 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 	if hist.Duration > 0 {
 		o.Throughput = float64(accepted) / hist.Duration.Seconds()
 	}
-	if err != nil {
-		return fail(err)
-	}
-	return o
+	return err
 }
 
 func readFinal(rdb *redis.Client, key string) (int64, bool) {
@@ -230,12 +247,13 @@ type run struct {
 	clients        int
 	counter, price bool
 	fencing        bool
+	attackRec      *AttackRecord
 
 	mu      sync.Mutex
 	lockers []Locker
 }
 
-func (r *run) majorityUp() bool {
+func (r *run) majorityUp(int) bool {
 	n := r.fleet.Len()
 	return n-int(r.down.Load()) >= n/2+1
 }
@@ -249,6 +267,19 @@ func (r *run) newLocker(nodes []redis.UniversalClient) (Locker, error) {
 	r.lockers = append(r.lockers, l)
 	r.mu.Unlock()
 	return l, nil
+}
+
+// rounds sums the acquisition rounds of the clients that count them.
+func (r *run) rounds() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.lockers {
+		if rc, ok := l.(RoundCounter); ok {
+			n += int(rc.Rounds())
+		}
+	}
+	return n
 }
 
 func (r *run) closeLockers() {

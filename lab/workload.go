@@ -27,39 +27,63 @@ type Storage struct {
 // Workers is what a workload runs with: one Locker per client, the storage,
 // the recorder and a way to ask whether a majority of the nodes is up.
 type Workers struct {
-	Lockers    []Locker
-	Storage    Storage
-	Rec        *Recorder
-	Key        string
-	Seed       uint64
-	MajorityUp func() bool
+	Lockers []Locker
+	Storage Storage
+	Rec     *Recorder
+	Key     string
+	// KeyIndex is recorded with every hold, attempt and write, for
+	// workloads on several keys.
+	KeyIndex int
+	Seed     uint64
+	// MajorityUp tells whether a majority of the nodes is reachable from
+	// the client; nil means always.
+	MajorityUp func(client int) bool
 }
 
 func (w *Workers) rng(client int) *rand.Rand {
 	return rand.New(rand.NewPCG(w.Seed, uint64(client)+1))
 }
 
-func (w *Workers) majorityUp() bool { return w.MajorityUp == nil || w.MajorityUp() }
+func (w *Workers) majorityUp(client int) bool { return w.MajorityUp == nil || w.MajorityUp(client) }
 
-// acquire makes one recorded attempt. It returns nil when the attempt failed
-// or the run ended; attempts cut short by the end of the run are not counted.
+// acquire makes one recorded acquisition (Acquire, bounded by timeout). It
+// returns nil when it failed or the run ended; attempts cut short by the end
+// of the run are not counted.
 func (w *Workers) acquire(ctx context.Context, client int, timeout time.Duration) (Held, int) {
-	up := w.majorityUp()
+	l, idx, _ := w.lock(ctx, client, timeout, false)
+	return l, idx
+}
+
+// lock is acquire with the error, and with one attempt only (TryAcquire)
+// when try is set.
+func (w *Workers) lock(ctx context.Context, client int, timeout time.Duration, try bool) (Held, int, error) {
+	return w.lockWith(ctx, w.Lockers[client], client, timeout, try)
+}
+
+// lockWith is lock with a Locker that is not among w.Lockers.
+func (w *Workers) lockWith(ctx context.Context, lk Locker, client int, timeout time.Duration, try bool) (Held, int, error) {
+	up := w.majorityUp(client)
 	start := w.Rec.Now()
 	actx, cancel := context.WithTimeout(ctx, timeout)
-	l, err := w.Lockers[client].Acquire(actx, w.Key)
+	var l Held
+	var err error
+	if try {
+		l, err = lk.TryAcquire(actx, w.Key)
+	} else {
+		l, err = lk.Acquire(actx, w.Key)
+	}
 	cancel()
 	done := w.Rec.Now()
 	if err != nil && ctx.Err() != nil {
-		return nil, -1
+		return nil, -1, err
 	}
-	w.Rec.Attempt(Attempt{Client: client, Start: start, Latency: done - start, OK: err == nil, MajorityUp: up})
+	w.Rec.Attempt(Attempt{Client: client, Key: w.KeyIndex, Start: start, Latency: done - start, OK: err == nil, MajorityUp: up})
 	if err != nil {
-		return nil, -1
+		return nil, -1, err
 	}
 	fence, ok := l.Fence()
-	idx := w.Rec.Acquired(Hold{Client: client, Acquired: done, Until: w.Rec.Offset(l.Until()), Fence: fence, HasFence: ok})
-	return l, idx
+	idx := w.Rec.Acquired(Hold{Client: client, Key: w.KeyIndex, Start: start, Acquired: done, Until: w.Rec.Offset(l.Until()), Fence: fence, HasFence: ok})
+	return l, idx, nil
 }
 
 func (w *Workers) release(client int, l Held, idx int) {
@@ -81,12 +105,23 @@ func (w *Workers) readInt(key string) (int64, error) {
 
 // write stores value under key, through the fencing check when fenced.
 func (w *Workers) write(client int, kind WriteKind, key string, value int64, l Held, fenced bool) bool {
+	return w.writeOp(Write{Client: client, Kind: kind, Value: value, Hold: -1}, key, l, fenced)
+}
+
+// writeOp stores op.Value under key and records op, filled with the lock's
+// fence, whether it was past its validity, and what the storage did.
+func (w *Workers) writeOp(op Write, key string, l Held, fenced bool) bool {
 	fence, hasFence := uint64(0), false
 	if l != nil {
 		fence, hasFence = l.Fence()
 	}
+	op.Fence, op.HasFence, op.Key = fence, hasFence, w.KeyIndex
+	value := op.Value
 	useFence := fenced && hasFence && w.Storage.FencedSet != nil
-	return w.Rec.Store(Write{Client: client, Kind: kind, Value: value, Fence: fence, HasFence: hasFence}, func() (bool, bool) {
+	if l != nil {
+		op.Until = w.Rec.Offset(l.Until())
+	}
+	return w.Rec.Store(op, func() StoreResult {
 		ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
 		defer cancel()
 		var err error
@@ -95,10 +130,13 @@ func (w *Workers) write(client int, kind WriteKind, key string, value int64, l H
 		} else {
 			err = w.Storage.Client.Set(ctx, key, value, 0).Err()
 		}
-		if err != nil && useFence && w.Storage.IsStale != nil && w.Storage.IsStale(err) {
-			return false, true
+		switch {
+		case err == nil:
+			return StoreAccepted
+		case useFence && w.Storage.IsStale != nil && w.Storage.IsStale(err):
+			return StoreRefused
 		}
-		return err == nil, false
+		return StoreUnknown
 	})
 }
 
@@ -275,16 +313,18 @@ func (a Auction) optimisticBid(w *Workers, i int, raise int64) {
 		}
 		time.Sleep(a.Think)
 		bid := p + raise
-		w.Rec.Store(Write{Client: i, Kind: Bid, Value: bid}, func() (bool, bool) {
+		w.Rec.Store(Write{Client: i, Kind: Bid, Value: bid}, func() StoreResult {
 			_, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 				pipe.Set(ctx, a.PriceKey, bid, 0)
 				return nil
 			})
-			if errors.Is(err, redis.TxFailedErr) {
-				w.Rec.Aborted()
-				return false, false
+			switch {
+			case err == nil:
+				return StoreAccepted
+			case errors.Is(err, redis.TxFailedErr):
+				return StoreAborted
 			}
-			return err == nil, false
+			return StoreUnknown
 		})
 		return nil
 	}, a.PriceKey)

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +92,7 @@ Exit status: 0 when every outcome matched its expectation or showed less than ex
 	f.Uint64Var(&cfg.seed, "seed", 1, "seed for the fault schedule, the choice of nodes and the clients' random choices")
 	f.StringVar(&cfg.out, "out", "lab-report", "directory for the Markdown report, the timelines and results.json")
 	f.BoolVar(&cfg.json, "json", false, "print the results as JSON on stdout instead of the table")
+	cmd.AddCommand(newExploreCmd())
 	return cmd
 }
 
@@ -209,3 +213,239 @@ func splitList(vals []string) []string {
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// exploreConfig is what `lab explore` needs; the command fills it from
+// flags, tests directly.
+type exploreConfig struct {
+	backend   string
+	count     int
+	clients   int
+	seed      uint64
+	seeds     int
+	ttl       time.Duration
+	duration  time.Duration
+	outside   bool
+	faults    []string
+	maxFaults int
+	drop      []int
+	impls     []string
+	noShrink  bool
+	parallel  int
+	out       string
+	json      bool
+
+	stdout, stderr io.Writer
+}
+
+func newExploreCmd() *cobra.Command {
+	cfg := exploreConfig{}
+	cmd := &cobra.Command{
+		Use:   "explore",
+		Short: "Search random fault schedules for safety violations, quorumlock beside redsync",
+		Long: `explore derives a fault schedule from each seed (crashes and restarts: empty, delayed,
+with AOF, or losing the last second of writes; pauses; partitions of a minority from one
+client; latency; clock jumps and drift; clients paused past their validity; Bootstrap
+called while nodes restart; a fresh client acquiring with a short deadline while a node
+hangs), runs it with every implementation on fresh nodes at the same time, under a
+workload on three keys (holders; fenced writers through redlock.FencedSet to a separate
+store; a lock-protected counter), and checks: overlapping holders, locks returned already
+expired, fence tokens not increasing in the real-time order of acquisition, stale writes
+accepted by the store, the counter's linearizability (porcupine), and the share of
+attempts served while a majority was reachable, beside the other implementation's.
+
+Schedules stay inside the documented fault model unless --outside-model lets them leave
+it: at every instant a minority of the nodes has lost data (counted until its quarantine
+is served) or runs an off clock; clock jumps stay within the drift allowance, or beyond
+the skew bound for longer than a TTL; clock rates within half the drift factor. Pauses,
+partitions and latency are not bounded: they cost liveness, never safety.
+
+On a violation it shrinks the schedule (drops faults one at a time while it still fails),
+writes the schedule and what happened as text and as a picture under --out, and prints
+the command that replays it. Embedded nodes report no server run id, so a restart that
+keeps its data but loses the last lock keys is outside the model there (no client can
+tell it happened); --backend docker runs real redis-server containers, where it is inside.
+
+Exit status: 0 when quorumlock violated nothing inside the model, 3 when it did, 1 on
+other errors.`,
+		Example: `  quorumlock lab explore --seeds 200
+  quorumlock lab explore --seed 17 --seeds 1 --drop 0,2
+  quorumlock lab explore --backend docker --seeds 10
+  quorumlock lab explore --seeds 50 --outside-model --faults clock-jump,clock-drift`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			redis.SetLogger(quietLogger{})
+			return runExplore(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.backend, "backend", string(cluster.BackendEmbedded), "where the lock nodes run: embedded (in-process) or docker")
+	f.IntVar(&cfg.count, "node-count", cluster.DefaultNodes, "number of lock nodes")
+	f.IntVar(&cfg.clients, "clients", 4, "number of clients, each with its own network path to the nodes")
+	f.Uint64Var(&cfg.seed, "seed", 1, "first seed")
+	f.IntVar(&cfg.seeds, "seeds", 20, "number of seeds (schedules) to run, from --seed on")
+	f.DurationVar(&cfg.ttl, "ttl", 250*time.Millisecond, "lock TTL for both implementations; the faults' lengths scale with it")
+	f.DurationVar(&cfg.duration, "duration", 0, "length of each schedule (default 8×ttl)")
+	f.BoolVar(&cfg.outside, "outside-model", false, "let schedules leave the documented fault model")
+	f.StringSliceVar(&cfg.faults, "faults", nil, "restrict the faults to these kinds, comma-separated: "+strings.Join(faultKindNames(), ", "))
+	f.IntVar(&cfg.maxFaults, "max-faults", 6, "most faults in one schedule")
+	f.IntSliceVar(&cfg.drop, "drop", nil, "fault IDs to leave out of the schedule (to replay a shrunk one)")
+	f.StringSliceVar(&cfg.impls, "impl", []string{"quorumlock", "redsync"}, "implementations, the one under test first")
+	f.BoolVar(&cfg.noShrink, "no-shrink", false, "do not shrink failing schedules")
+	f.IntVar(&cfg.parallel, "parallel", 1, "seeds run at once")
+	f.StringVar(&cfg.out, "out", "explore-report", "directory for the failing seeds' timelines and results.json")
+	f.BoolVar(&cfg.json, "json", false, "print the results as JSON on stdout instead of the table")
+	return cmd
+}
+
+func faultKindNames() []string {
+	var out []string
+	for _, k := range lab.AllFaultKinds() {
+		out = append(out, string(k))
+	}
+	return out
+}
+
+func runExplore(ctx context.Context, cfg exploreConfig) error {
+	b := cluster.Backend(cfg.backend)
+	if b != cluster.BackendEmbedded && b != cluster.BackendDocker {
+		return fmt.Errorf("--backend %q: want embedded or docker", cfg.backend)
+	}
+	if cfg.seeds < 1 {
+		return fmt.Errorf("--seeds %d: want at least 1", cfg.seeds)
+	}
+	if cfg.count < 3 {
+		return fmt.Errorf("--node-count %d: the explorer needs at least 3 nodes (a minority to break)", cfg.count)
+	}
+	if cfg.clients < 1 {
+		return fmt.Errorf("--clients %d: want at least 1", cfg.clients)
+	}
+	if cfg.ttl <= 0 {
+		return fmt.Errorf("--ttl %v: want a positive TTL", cfg.ttl)
+	}
+	if cfg.duration == 0 {
+		cfg.duration = 8 * cfg.ttl
+	}
+	if cfg.duration < 2*cfg.ttl {
+		return fmt.Errorf("--duration %v: want at least two TTLs (%v)", cfg.duration, 2*cfg.ttl)
+	}
+	var kinds []lab.FaultKind
+	for _, k := range splitList(cfg.faults) {
+		if !slices.Contains(faultKindNames(), k) {
+			return fmt.Errorf("--faults: unknown fault %q (known: %s)", k, strings.Join(faultKindNames(), ", "))
+		}
+		kinds = append(kinds, lab.FaultKind(k))
+	}
+	impls, err := selectImpls(splitList(cfg.impls))
+	if err != nil {
+		return err
+	}
+	opts := cluster.Options{Backend: b, Nodes: cfg.count, Label: "explore"}
+	var lines []string
+	res, runErr := lab.Explore(ctx, lab.ExploreConfig{
+		NewFleet: lab.ClusterFleet(opts), Backend: cfg.backend, NoRunIDs: b == cluster.BackendEmbedded,
+		Nodes: cfg.count, Clients: cfg.clients, TTL: cfg.ttl, Duration: cfg.duration,
+		Impls: impls, Bounds: lab.QuorumlockBounds(cfg.ttl),
+		FirstSeed: cfg.seed, Seeds: cfg.seeds, Outside: cfg.outside, Kinds: kinds, MaxFaults: cfg.maxFaults, Drop: cfg.drop,
+		Shrink: !cfg.noShrink, Parallel: cfg.parallel,
+		FencedSet: lab.FencedSet, IsStale: lab.IsStaleFence,
+		Progress: func(r lab.SeedResult) {
+			fmt.Fprintln(cfg.stderr, lab.SeedLine(r))
+			if !anyViolation(r) {
+				return
+			}
+			sched := r.Schedule
+			if r.Shrunk != nil {
+				sched = *r.Shrunk
+			}
+			cmd := cfg.replay(sched.Seed, append(slices.Clone(cfg.drop), sched.Dropped(lab.Generate(sched.Seed, genOptionsOf(cfg, kinds)))...))
+			dir, err := lab.WriteSeedReport(cfg.out, r, cmd)
+			if err != nil {
+				fmt.Fprintf(cfg.stderr, "  report: %v\n", err)
+				return
+			}
+			line := fmt.Sprintf("  seed %d: %s; replay: %s", sched.Seed, dir, cmd)
+			fmt.Fprintln(cfg.stderr, line)
+			lines = append(lines, line)
+		},
+	})
+	if res == nil {
+		return runErr
+	}
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		return errors.Join(runErr, err)
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(cfg.out, "results.json"), js, 0o644)
+	}
+	if err != nil {
+		return errors.Join(runErr, err)
+	}
+	if cfg.json {
+		_, err = cfg.stdout.Write(append(js, '\n'))
+	} else {
+		err = lab.ExploreSummary(cfg.stdout, res)
+		for _, l := range lines {
+			fmt.Fprintln(cfg.stdout, l)
+		}
+		fmt.Fprintf(cfg.stdout, "\n%d seeds in %v (%v per seed); results: %s\n", len(res.Seeds), res.Elapsed.Round(time.Second),
+			(res.Elapsed / time.Duration(max(len(res.Seeds), 1))).Round(10*time.Millisecond), filepath.Join(cfg.out, "results.json"))
+	}
+	if err != nil || runErr != nil {
+		return errors.Join(runErr, err)
+	}
+	return exploreStatus(res)
+}
+
+func anyViolation(r lab.SeedResult) bool {
+	for _, run := range r.Runs {
+		if len(run.Check.Violations()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// exploreStatus fails with exitLabUnsafe when the implementation under test
+// violated inside the fault model.
+func exploreStatus(res *lab.ExploreResults) error {
+	var bad []string
+	for _, s := range res.Seeds {
+		if !s.Schedule.Outside && s.Failed() {
+			bad = append(bad, strconv.FormatUint(s.Schedule.Seed, 10))
+		}
+	}
+	if len(bad) > 0 {
+		return &exitError{code: exitLabUnsafe, err: fmt.Errorf("%s violated inside the fault model on seeds %s", res.Impls[0], strings.Join(bad, ", "))}
+	}
+	return nil
+}
+
+func genOptionsOf(cfg exploreConfig, kinds []lab.FaultKind) lab.GenOptions {
+	return lab.GenOptions{Nodes: cfg.count, Clients: cfg.clients, TTL: cfg.ttl, Duration: cfg.duration,
+		Bounds: lab.QuorumlockBounds(cfg.ttl), Outside: cfg.outside, Kinds: kinds, MaxFaults: cfg.maxFaults,
+		NoRunIDs: cluster.Backend(cfg.backend) == cluster.BackendEmbedded}
+}
+
+// replay is the command line that runs one seed's schedule again, without
+// the dropped faults.
+func (cfg exploreConfig) replay(seed uint64, drop []int) string {
+	args := []string{"go run ./cmd/quorumlock lab explore", "--seed", strconv.FormatUint(seed, 10), "--seeds", "1",
+		"--backend", cfg.backend, "--node-count", strconv.Itoa(cfg.count), "--clients", strconv.Itoa(cfg.clients),
+		"--ttl", cfg.ttl.String(), "--duration", cfg.duration.String(), "--max-faults", strconv.Itoa(cfg.maxFaults)}
+	if cfg.outside {
+		args = append(args, "--outside-model")
+	}
+	if len(cfg.faults) > 0 {
+		args = append(args, "--faults", strings.Join(splitList(cfg.faults), ","))
+	}
+	if len(cfg.impls) > 0 {
+		args = append(args, "--impl", strings.Join(splitList(cfg.impls), ","))
+	}
+	if len(drop) > 0 {
+		slices.Sort(drop)
+		args = append(args, "--drop", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(slices.Compact(drop))), ","), "[]"))
+	}
+	return strings.Join(args, " ")
+}

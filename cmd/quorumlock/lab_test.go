@@ -132,3 +132,87 @@ func TestLabStatus(t *testing.T) {
 		})
 	}
 }
+
+func testExploreCfg(t *testing.T) exploreConfig {
+	t.Helper()
+	return exploreConfig{
+		backend: "embedded", count: 5, clients: 2, seed: 3, seeds: 2,
+		ttl: 250 * time.Millisecond, maxFaults: 2, impls: []string{"quorumlock", "redsync"},
+		out: filepath.Join(t.TempDir(), "explore"), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{},
+	}
+}
+
+func TestExploreTableAndResults(t *testing.T) {
+	cfg := testExploreCfg(t)
+	err := runExplore(t.Context(), cfg)
+	var ec exitCoder
+	if err != nil && !(asExitCoder(err, &ec) && ec.ExitCode() == exitLabUnsafe) {
+		t.Fatalf("runExplore: %v\nstderr:\n%s", err, cfg.stderr)
+	}
+	out := cfg.stdout.(*bytes.Buffer).String()
+	for _, want := range []string{"quorumlock", "redsync", "restart-lossy", "2 seeds in"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(cfg.stderr.(*bytes.Buffer).String(), "\nseed "); n != 1 { // two lines, one after a newline
+		t.Errorf("progress lines on stderr: %d after the first; want 1:\n%s", n, cfg.stderr)
+	}
+	js, err := os.ReadFile(filepath.Join(cfg.out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res lab.ExploreResults
+	if err := json.Unmarshal(js, &res); err != nil || len(res.Seeds) != 2 || res.Seeds[0].Schedule.Seed != 3 {
+		t.Errorf("results.json: %v, %+v", err, res.Seeds)
+	}
+}
+
+func TestExploreFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*exploreConfig)
+		want string
+	}{
+		{"backend", func(c *exploreConfig) { c.backend = "k8s" }, `--backend "k8s"`},
+		{"seeds", func(c *exploreConfig) { c.seeds = 0 }, "--seeds 0"},
+		{"nodes", func(c *exploreConfig) { c.count = 2 }, "--node-count 2"},
+		{"ttl", func(c *exploreConfig) { c.ttl = 0 }, "--ttl 0s"},
+		{"duration", func(c *exploreConfig) { c.duration = 100 * time.Millisecond }, "--duration 100ms"},
+		{"fault", func(c *exploreConfig) { c.faults = []string{"meteor"} }, `unknown fault "meteor"`},
+		{"impl", func(c *exploreConfig) { c.impls = []string{"zookeeper"} }, `unknown implementation "zookeeper"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testExploreCfg(t)
+			tt.edit(&cfg)
+			if err := runExplore(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v; want it to say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExploreReplayAndStatus(t *testing.T) {
+	cfg := testExploreCfg(t)
+	cfg.duration, cfg.faults, cfg.outside = 2*time.Second, []string{"pause,partition"}, true
+	got := cfg.replay(17, []int{4, 1, 4})
+	want := "go run ./cmd/quorumlock lab explore --seed 17 --seeds 1 --backend embedded --node-count 5 --clients 2 --ttl 250ms " +
+		"--duration 2s --max-faults 2 --outside-model --faults pause,partition --impl quorumlock,redsync --drop 1,4"
+	if got != want {
+		t.Errorf("replay =\n%s\nwant\n%s", got, want)
+	}
+	violated := lab.ImplRun{Impl: "quorumlock", Check: lab.Exploration{Expired: []int{0}}}
+	clean := lab.ImplRun{Impl: "quorumlock"}
+	inside := lab.SeedResult{Schedule: lab.Schedule{Seed: 5}, Runs: []lab.ImplRun{violated}}
+	outside := lab.SeedResult{Schedule: lab.Schedule{Seed: 6, Outside: true}, Runs: []lab.ImplRun{violated}}
+	ok := lab.SeedResult{Schedule: lab.Schedule{Seed: 7}, Runs: []lab.ImplRun{clean}}
+	var ec exitCoder
+	if err := exploreStatus(&lab.ExploreResults{Impls: []string{"quorumlock"}, Seeds: []lab.SeedResult{ok, outside}}); err != nil {
+		t.Errorf("a violation outside the model failed the exploration: %v", err)
+	}
+	err := exploreStatus(&lab.ExploreResults{Impls: []string{"quorumlock"}, Seeds: []lab.SeedResult{ok, inside}})
+	if !asExitCoder(err, &ec) || ec.ExitCode() != exitLabUnsafe || !strings.Contains(err.Error(), "seeds 5") {
+		t.Errorf("err = %v; want exit %d naming seed 5", err, exitLabUnsafe)
+	}
+}
