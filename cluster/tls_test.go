@@ -196,11 +196,11 @@ func TestFaultsOverTLS(t *testing.T) {
 		if err := cl.Set(ctx, "lock", "token", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		before := redisTime(t, cl)
+		before, _ := redisTimeIn(t, cl)
 		if err := n.ClockJump(ctx, 120*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		after := redisTime(t, cl)
+		after, _ := redisTimeIn(t, cl)
 		if jump := after.Sub(before); jump < 120*time.Second {
 			t.Fatalf("TIME moved by %v; want at least the 120s jump", jump)
 		}
@@ -208,15 +208,11 @@ func TestFaultsOverTLS(t *testing.T) {
 			t.Fatalf("GET after a 120s jump: %v; want the key expired", err)
 		}
 		// The other node is untouched.
-		if d := time.Since(redisTime(t, c.Node(1).Client())); d > time.Minute || d < -time.Minute {
+		other, _ := redisTimeIn(t, c.Node(1).Client())
+		if d := time.Since(other); d > time.Minute || d < -time.Minute {
 			t.Fatalf("node 1's clock is off by %v", d)
 		}
 	})
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // rediss:// URLs work on the external backend too: the proxy passes TLS
