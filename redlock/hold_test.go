@@ -163,6 +163,10 @@ func TestAutoExtendAndLossSignal(t *testing.T) {
 	if !errors.Is(cause, ErrLockLost) || !errors.Is(cause, ErrExpired) {
 		t.Fatalf("cause = %v, want ErrLockLost and ErrExpired", cause)
 	}
+	var re *RoundError
+	if !errors.As(cause, &re) || re.Op != "extend" || !errors.Is(re, ErrNoQuorum) {
+		t.Fatalf("cause = %v, want the last failed extension's *RoundError behind it", cause)
+	}
 	if lostAfter > ttl+100*time.Millisecond {
 		t.Fatalf("loss signalled %v after the majority disappeared, want within one TTL (%v)", lostAfter, ttl)
 	}

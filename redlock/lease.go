@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -58,7 +59,8 @@ func (s *lease) onDeadline() {
 	case s.capped:
 		reason = withDetail(ErrExpired, "maximum hold time reached (WithMaxHold)")
 	case s.failed != nil:
-		reason = withDetail(ErrExpired, "extensions failed: "+reasonText(s.failed))
+		// Wrapped, so that errors.As finds the last failed round.
+		reason = fmt.Errorf("%w after failed extensions: %w", ErrExpired, s.failed)
 	}
 	s.mu.Unlock()
 	s.end(reason, true)
