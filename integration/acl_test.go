@@ -33,8 +33,13 @@ import (
 //     without +pexpire Extend, without +del or +publish Release ("no
 //     quorum"). Without +pttl a vote refused because the key is taken
 //     fails instead (a node error, not "taken"), and Inspect fails.
-//   - +info: first contact with a node reads INFO (run id, version). Without
-//     it no node votes, and the error names the missing permission.
+//   - +zadd +zrange +zrem +zrank +zcard +hset +hget +hdel: the waiting
+//     queue the scripts keep per key (WithFairness). Without them every
+//     acquisition fails; with WithFairness(false) they are not needed.
+//   - +info: the restart check inside every vote reads INFO server (run
+//     id), and first contact reads INFO server and memory (version,
+//     eviction policy). Without it no node votes, and the error names the
+//     missing permission.
 //   - +subscribe: release announcements. Without it a waiter is not woken
 //     by a release and waits for its retry delay (no error).
 //   - +ping: go-redis checks an idle subscription with PING every 3 s and,
@@ -48,7 +53,8 @@ import (
 // until Close), and CLIENT SETINFO, which go-redis sends on every new
 // connection and whose refusal it ignores (ACL LOG records it;
 // +client|setinfo or Options.DisableIdentity silences it).
-const lockUserACL = "+eval +evalsha +get +set +del +pexpire +pttl +time +publish +info +subscribe +ping ~* &quorumlock:released"
+const lockUserACL = "+eval +evalsha +get +set +del +pexpire +pttl +time +publish +info +subscribe +ping " +
+	"+zadd +zrange +zrem +zrank +zcard +hset +hget +hdel ~* &quorumlock:released"
 
 // ignoredDenials are refusals that cost nothing (see lockUserACL).
 var ignoredDenials = []string{"client|setinfo"}
@@ -271,7 +277,22 @@ func (e *aclEnv) lockScenario(ctx context.Context, user string) error {
 	steps := []error{
 		e.waitFor(user, "the waiter's subscription", 15*time.Second, func() bool { return e.subscribed(user) }),
 		e.waitFor(user, "a health-check PING on the subscription", 15*time.Second, func() bool { return e.pinged(user) }),
+		// The first waiter has its place in the key's queue.
+		e.waitFor(user, "the waiter's place in the queue", 15*time.Second, func() bool { return waiter.Stats().VotesTaken >= 2 }),
 	}
+	// A second waiter queues behind the first: its first attempt finds the
+	// queue (ZCARD), its next one its rank in it (ZRANK).
+	behind, err := redlock.New(waiterNodes, redlock.WithTTL(ttl))
+	if err != nil {
+		return err
+	}
+	defer behind.Close()
+	behindGot := make(chan result, 1)
+	go func() {
+		l, err := behind.Acquire(wctx, key, redlock.WithRetryDelay(time.Second, time.Second))
+		behindGot <- result{l, err}
+	}()
+	steps = append(steps, e.waitFor(user, "the second waiter behind the first", 15*time.Second, func() bool { return behind.Stats().VotesQueued >= 4 }))
 	if err := first.Release(ctx); err != nil {
 		steps = append(steps, fmt.Errorf("Release: %w", err))
 	}
@@ -290,6 +311,17 @@ func (e *aclEnv) lockScenario(ctx context.Context, user string) error {
 		}
 		if err := r.l.Release(ctx); err != nil {
 			steps = append(steps, fmt.Errorf("second Release: %w", err))
+		}
+	} else {
+		cancel() // the second waiter would wait in vain
+	}
+	b := <-behindGot
+	if b.err != nil && r.err == nil {
+		steps = append(steps, fmt.Errorf("second waiting Acquire: %w", b.err))
+	}
+	if b.l != nil {
+		if err := b.l.Release(ctx); err != nil {
+			steps = append(steps, fmt.Errorf("third Release: %w", err))
 		}
 	}
 	return errors.Join(steps...)

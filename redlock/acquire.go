@@ -160,8 +160,7 @@ func (a *acquisition) offerHandoff(rerr *RoundError) {
 	if a.offer == nil {
 		a.offer = &handoff{req: req, w: a.queued, ch: make(chan *Lock, 1)}
 	}
-	a.offer.until = c.clk.Now().Add(queueLife(req.s) / 2)
-	c.queues.offer(req.key, a.offer)
+	c.queues.offer(req.key, a.offer, c.clk.Now().Add(queueLife(req.s)/2))
 }
 
 // handedOver returns the lock a holder of this Client handed over, if any.

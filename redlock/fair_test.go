@@ -148,7 +148,10 @@ func TestMissedRegistrationDoesNotBlock(t *testing.T) {
 // untouched. A waiter of another process that queued first is not overtaken.
 func TestLocalHandoff(t *testing.T) {
 	tn := newNodes(t, 3)
-	c := newClient(t, tn, WithRetryDelay(time.Millisecond, 2*time.Millisecond))
+	// A long TTL: the handed-over lock must stay valid however slowly a busy
+	// host runs the steps below.
+	const ttl = time.Minute
+	c := newClient(t, tn, WithTTL(ttl), WithRetryDelay(time.Millisecond, 2*time.Millisecond))
 	first, err := c.Acquire(bg(), "hand")
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +191,7 @@ func TestLocalHandoff(t *testing.T) {
 
 	// Now another process queues first; this Client's next waiter may not
 	// overtake it.
-	remote := newClient(t, tn, WithRetryDelay(time.Minute, time.Minute))
+	remote := newClient(t, tn, WithTTL(ttl), WithRetryDelay(time.Minute, time.Minute))
 	served := make(chan string, 2)
 	go func() {
 		rl, err := remote.Acquire(bg(), "hand")
@@ -258,12 +261,12 @@ func TestHandoffOfferTakenOnce(t *testing.T) {
 	}
 	defer leave()
 	now := time.Now()
-	h := &handoff{until: now.Add(time.Minute), ch: make(chan *Lock, 1), w: &waiter{id: "w"}}
-	q.offer("k", h)
+	h := &handoff{ch: make(chan *Lock, 1), w: &waiter{id: "w"}}
+	q.offer("k", h, now.Add(time.Minute))
 	if q.take("k", now) != h {
 		t.Fatal("a standing offer was not taken")
 	}
-	q.offer("k", h) // the waiter's loop offers again before it sees the lock
+	q.offer("k", h, now.Add(time.Minute)) // the waiter's loop offers again before it sees the lock
 	if got := q.take("k", now); got != nil {
 		t.Fatal("a spent offer was taken a second time: its lock would sit in a channel nobody reads, the key held by no one")
 	}

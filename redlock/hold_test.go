@@ -200,7 +200,7 @@ func TestFenceTokensIncreaseAcrossMajorities(t *testing.T) {
 	for _, mr := range tn.mr { // keys left on a node that went down expire
 		mr.ClockTTL(true)
 	}
-	const clients, perClient, total = 3, 2, 1000
+	const clients, perClient, total = 3, 2, 500
 	var cs []*Client
 	for i := 0; i < clients; i++ {
 		cs = append(cs, newClient(t, tn, WithFencing(true), WithTTL(time.Second), WithRetryDelay(0, 2*time.Millisecond)))

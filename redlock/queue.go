@@ -97,14 +97,15 @@ func (q *keyQueues) leaver(key string) func() {
 }
 
 // offer makes h the key's contender ready to take the lock over, until
-// h.until. The caller holds the key's turn.
-func (q *keyQueues) offer(key string, h *handoff) {
+// until. The caller holds the key's turn.
+func (q *keyQueues) offer(key string, h *handoff, until time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	kq := q.m[key]
 	if kq == nil || h.taken {
 		return // a handed-over offer is spent: its lock waits in h.ch
 	}
+	h.until = until
 	h.q = kq
 	kq.ready = h
 }

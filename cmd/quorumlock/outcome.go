@@ -400,10 +400,12 @@ func nodeErrors(nodes []*redlock.NodeError, d *nodeDiag) string {
 	return s.String()
 }
 
-// nodeDiag keeps, per node, the error of the last dial that failed, until a
-// dial succeeds. go-redis retries a failed dial and the request can end on
-// its deadline meanwhile: the request's error is then "context deadline
-// exceeded" while the dial's says what is wrong ("connection refused").
+// nodeDiag keeps, per node, the error of the last dial or connection set-up
+// that failed, until one succeeds. go-redis retries a failed dial (and a
+// connection whose TLS handshake or authentication failed) and the request
+// can end on its deadline meanwhile: the request's error is then "context
+// deadline exceeded" while the dial's says what is wrong ("connection
+// refused", "tls: certificate required", "WRONGPASS").
 type nodeDiag struct {
 	lastDial []atomic.Pointer[error]
 }
@@ -430,7 +432,26 @@ func (h dialHook) DialHook(next redis.DialHook) redis.DialHook {
 	}
 }
 
-func (h dialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h dialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		// A connection that dialled but failed its set-up (TLS handshake,
+		// AUTH, HELLO) fails the command with the reason, then is dialled
+		// again: keep that reason, not the timeout the retries end on.
+		if err != nil && !isTimeout(err) && !errors.Is(err, redis.Nil) && isSetupFailure(err) {
+			h.last.Store(&err)
+		}
+		return err
+	}
+}
+
+// isSetupFailure tells an error of a connection's set-up: TLS, or an
+// authentication the server refused.
+func isSetupFailure(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:") ||
+		strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH")
+}
 func (h dialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
