@@ -1,9 +1,11 @@
 package redlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -625,4 +627,28 @@ func (h tokenSpy) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h tokenSpy) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// TestFewNodesWarn checks that one or two nodes are accepted with a
+// warning that says what they cost, and three without one.
+func TestFewNodesWarn(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{1, "one node is not Redlock"}, {2, "two nodes tolerate no failure"}, {3, ""}} {
+		var buf bytes.Buffer
+		nodes := newNodes(t, tc.n)
+		c, err := New(nodes.clients, WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+		if err != nil {
+			t.Fatalf("%d nodes: %v", tc.n, err)
+		}
+		_ = c.Close()
+		got := buf.String()
+		if tc.want == "" && strings.Contains(got, "level=WARN") {
+			t.Errorf("%d nodes: unexpected warning: %s", tc.n, got)
+		}
+		if tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%d nodes: log %q lacks %q", tc.n, got, tc.want)
+		}
+	}
 }

@@ -116,6 +116,14 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	if err := c.checkAddresses(); err != nil {
 		return nil, err
 	}
+	switch len(nodes) {
+	case 1:
+		c.log.warn("few-nodes", "redlock: one node is not Redlock",
+			"detail", "a single Redis master is a single point of failure and its restart loses every lock; use three or more independent masters")
+	case 2:
+		c.log.warn("few-nodes", "redlock: two nodes tolerate no failure",
+			"detail", "a majority of two is both: either node down stops every lock; use three or more independent masters")
+	}
 	if err := c.initMetrics(cfg.meters); err != nil {
 		return nil, fmt.Errorf("redlock: metrics: %w", err)
 	}

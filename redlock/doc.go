@@ -5,19 +5,32 @@
 // expiry, fence tokens across the quorum, a restart quarantine and a
 // clock-skew guard.
 //
-// The happy path:
+// The happy path, with plain go-redis clients (the library bounds each
+// request itself; the clients need no special options):
 //
-//	nodes := []redis.UniversalClient{
-//		redis.NewClient(&redis.Options{Addr: "10.0.0.1:6379"}),
-//		redis.NewClient(&redis.Options{Addr: "10.0.0.2:6379"}),
-//		redis.NewClient(&redis.Options{Addr: "10.0.0.3:6379"}),
+//	func chargeOnce(ctx context.Context, addrs []string) error {
+//		var nodes []redis.UniversalClient // independent masters: not a cluster, not replicas
+//		for _, addr := range addrs {
+//			nodes = append(nodes, redis.NewClient(&redis.Options{Addr: addr}))
+//		}
+//		locks, err := redlock.New(nodes)
+//		if err != nil {
+//			return err
+//		}
+//		defer locks.Close()
+//		return locks.Do(ctx, "invoice:42", func(ctx context.Context) error {
+//			return charge(ctx) // cancelled, with its cause, if the lock is lost; extends itself
+//		})
 //	}
-//	locks, err := redlock.New(nodes)
-//	if err != nil { ... }
-//	defer locks.Close()
-//	err = locks.Do(ctx, "invoice:42", func(ctx context.Context) error {
-//		return charge(ctx) // ctx is cancelled if the lock is lost
-//	})
+//
+// Freshly deployed nodes refuse to vote for one TTL (the restart
+// quarantine: a node whose data is younger than a TTL may have lost lock
+// keys). Declare them once after deploying them, never at every start:
+//
+//	return locks.Bootstrap(ctx) // a no-op on nodes already in service
+//
+// or run "quorumlock bootstrap --nodes ...". Without it the first lock waits
+// one TTL, and a Client with WithLogger says why once.
 //
 // Algorithm: the caller reads its monotonic clock, sends SET key token NX PX
 // ttl to every node at once (each request bounded by a small timeout), and
