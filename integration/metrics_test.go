@@ -64,6 +64,7 @@ type instrument struct {
 	unit   string
 	kind   string // "counter", "updown", "gauge", "histogram"
 	points []point
+	bounds []float64 // a histogram's bucket boundaries
 }
 
 // collect reads every instrument of the Client now.
@@ -98,6 +99,7 @@ func (m *metered) collect(t *testing.T) map[string]instrument {
 				in.kind = "histogram"
 				for _, p := range d.DataPoints {
 					in.points = append(in.points, point{attrMap(p.Attributes), float64(p.Count)})
+					in.bounds = p.Bounds
 				}
 			default:
 				t.Fatalf("%s: unexpected data %T", md.Name, md.Data)
@@ -214,6 +216,28 @@ func TestMetricsInstruments(t *testing.T) {
 	}
 	if v := value(ms, "quorumlock.acquire.attempts", nil); v != 1 {
 		t.Errorf("attempts %v, want 1", v)
+	}
+	// Buckets in seconds: several below 100ms (round trips) and some for
+	// long waits and holds (the SDK's default boundaries, 0 to 10000,
+	// suit milliseconds: every acquisition would fall in one bucket).
+	for _, h := range []struct {
+		name   string
+		fine   float64 // at least 3 boundaries in (0, fine]
+		beyond float64 // a boundary at or beyond
+	}{
+		{"quorumlock.acquire.duration", 0.1, 60},
+		{"quorumlock.lock.held.duration", 1, 3600},
+	} {
+		b := ms[h.name].bounds
+		n := 0
+		for _, x := range b {
+			if x > 0 && x <= h.fine {
+				n++
+			}
+		}
+		if n < 3 || len(b) == 0 || b[len(b)-1] < h.beyond {
+			t.Errorf("%s: bucket boundaries %v, want 3 or more in (0, %vs] and one at %vs or beyond", h.name, b, h.fine, h.beyond)
+		}
 	}
 }
 
