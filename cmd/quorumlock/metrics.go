@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 )
 
 // metricsAddrHelp is the --metrics-addr flag's help, shared by the
@@ -31,7 +33,15 @@ func serveMetrics(addr string, w io.Writer) (*sdkmetric.MeterProvider, func(cont
 	if err != nil {
 		return nil, nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	// service.name is quorumlock unless OTEL_SERVICE_NAME or
+	// OTEL_RESOURCE_ATTRIBUTES say otherwise (later detectors win).
+	res, err := resource.New(context.Background(),
+		resource.WithAttributes(attribute.String("service.name", "quorumlock")),
+		resource.WithFromEnv(), resource.WithTelemetrySDK())
+	if err != nil {
+		return nil, nil, fmt.Errorf("--metrics-addr: resource: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = mp.Shutdown(context.Background())

@@ -63,6 +63,7 @@ func TestRunMetrics(t *testing.T) {
 		regexp.MustCompile(`(?m)^quorumlock_acquire_attempts_total\{[^}]*\} 1$`),
 		regexp.MustCompile(`(?m)^quorumlock_node_votes_total\{[^}]*outcome="granted"`),
 		regexp.MustCompile(`(?m)^# TYPE quorumlock_extensions_total counter$`),
+		regexp.MustCompile(`(?m)^target_info\{[^}]*service_name="quorumlock"`),
 	} {
 		if !want.MatchString(body) {
 			t.Errorf("/metrics lacks %s", want)
