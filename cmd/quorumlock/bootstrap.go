@@ -137,6 +137,9 @@ func bootstrap(ctx context.Context, cfg bootstrapConfig) error {
 			line = "declared fresh: it votes now"
 		case a.Err != nil:
 			line = "state unknown after the bootstrap: " + diag.explain(i, a.Err)
+		case a.DataAge >= cfg.ttl:
+			line = "kept in its restart quarantine" + quarantineLeft(a) +
+				": its data is old but its server restarted (new run id), so it may lack the last lock keys"
 		default:
 			line = "kept in its restart quarantine" + quarantineLeft(a) +
 				": its data is young or missing while other nodes are in service, so it restarted or lost its data"

@@ -116,3 +116,24 @@ func TestBootstrapNoMajority(t *testing.T) {
 		t.Errorf("node 0 got a sentinel though nothing was to be declared")
 	}
 }
+
+func TestBootstrapCommandLine(t *testing.T) {
+	tn := newNodes(t, 3)
+	nodes := strings.Join(tn.urls, ",")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nodes", nodes, "extra"}, "unknown command"},
+		{[]string{"--nodes", nodes, "--ttl", "0s"}, "--ttl 0s must be positive"},
+		{[]string{"--nodes", "http://x:1"}, "invalid URL scheme"},
+	} {
+		out, err := execBootstrap(t, tc.args...)
+		if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bootstrap %q: %v (exit %d), want exit 1 and %q\n%s", tc.args, err, exitCode(err), tc.want, out)
+		}
+		if tn.mr[0].Exists(sentinelKey) {
+			t.Fatalf("bootstrap %q touched the nodes", tc.args)
+		}
+	}
+}
