@@ -46,8 +46,20 @@ func newMetered(t *testing.T, n int, bootstrap bool, opts ...redlock.Option) *me
 	t.Cleanup(func() { _ = c.Close() })
 	m := &metered{cl: cl, c: c, reader: reader}
 	if bootstrap {
-		if err := c.Bootstrap(ctxFor(t, time.Minute)); err != nil {
+		ctx := ctxFor(t, time.Minute)
+		if err := c.Bootstrap(ctx); err != nil {
 			t.Fatalf("Bootstrap: %v", err)
+		}
+		// A node that missed the declaration (no answer within the node
+		// timeout) stays quarantined, and no later Bootstrap declares it.
+		states, err := c.Inspect(ctx, "metrics:probe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range states {
+			if s.Err != nil || s.Quarantine != 0 {
+				t.Fatalf("node %d not declared by Bootstrap: err %v, quarantine %v", s.Node, s.Err, s.Quarantine)
+			}
 		}
 	}
 	return m
