@@ -73,14 +73,22 @@ func (c *Client) initMetrics(mp metric.MeterProvider) error {
 	}
 	var err error
 	ms := &meters{acquireBy: map[string][]metric.RecordOption{}, heldBy: map[string][]metric.RecordOption{}}
+	// Bucket boundaries in seconds (the SDK's default ones, 0 to 10000,
+	// suit milliseconds and would put every acquisition in the first
+	// bucket): an acquisition takes a round trip (milliseconds) or a wait
+	// (up to minutes); a lock is held from milliseconds to hours.
+	acquireBuckets := []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	heldBuckets := []float64{0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400}
 	ms.acquire, err = m.Float64Histogram("quorumlock.acquire.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time an Acquire, TryAcquire or Do took to obtain the lock or give up, by outcome."))
+		metric.WithDescription("Time an Acquire, TryAcquire or Do took to obtain the lock or give up, by outcome."),
+		metric.WithExplicitBucketBoundaries(acquireBuckets...))
 	check(err)
 	for _, o := range []string{"acquired", "taken", "timeout", "canceled", "error"} {
 		ms.acquireBy[o] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o)))}
 	}
 	ms.held, err = m.Float64Histogram("quorumlock.lock.held.duration", metric.WithUnit("s"),
-		metric.WithDescription("How long locks were held, by how they ended."))
+		metric.WithDescription("How long locks were held, by how they ended."),
+		metric.WithExplicitBucketBoundaries(heldBuckets...))
 	check(err)
 	for _, e := range []string{"released", "lost", "expired"} {
 		ms.heldBy[e] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("end", e)))}

@@ -225,7 +225,7 @@ func (b *blockage) describe(d *nodeDiag) string {
 		s.WriteString(sep + p.describe(d))
 	}
 	if b.quarantineHint {
-		s.WriteString(" (freshly deployed nodes that never held a lock: declare them with --bootstrap)")
+		s.WriteString(" (freshly deployed nodes: declare them with quorumlock bootstrap or --bootstrap)")
 	}
 	return s.String()
 }

@@ -37,7 +37,9 @@ type runConfig struct {
 	grace     time.Duration
 	maxHold   time.Duration
 	bootstrap bool
-	argv      []string
+	// metricsAddr, when set, is where the lock's metrics are served.
+	metricsAddr string
+	argv        []string
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -112,7 +114,8 @@ on stderr says which it was.
 	f.BoolVar(&cfg.fencing, "fencing", false, "obtain a fence token and pass it as QUORUMLOCK_FENCE")
 	f.DurationVar(&cfg.grace, "grace", 10*time.Second, "after a lost lock, time between SIGTERM and SIGKILL")
 	f.DurationVar(&cfg.maxHold, "max-hold", 0, "stop extending the lock after this time (COMMAND is then terminated); 0: no limit")
-	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "declare the nodes freshly deployed, so they vote without a restart quarantine; only for nodes that never held a lock")
+	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "first declare the nodes freshly deployed (as quorumlock bootstrap does), so they vote without a restart quarantine; never shortens the quarantine of a node that restarted, so safe on every start")
+	f.StringVar(&cfg.metricsAddr, "metrics-addr", "", metricsAddrHelp)
 	c.MarkFlagsMutuallyExclusive("wait", "no-wait")
 	return c
 }
@@ -139,6 +142,19 @@ func runLocked(ctx context.Context, cfg runConfig) error {
 		nodes[i] = c
 	}
 	opts := []redlock.Option{redlock.WithTTL(cfg.ttl)}
+	if cfg.metricsAddr != "" {
+		mp, stop, err := serveMetrics(cfg.metricsAddr, cfg.stderr)
+		if err != nil {
+			return err
+		}
+		// Deferred before the Client's Close, so it runs after it.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = stop(sctx)
+		}()
+		opts = append(opts, redlock.WithMeterProvider(mp))
+	}
 	for _, o := range cfg.lockOpts {
 		opts = append(opts, o)
 	}
