@@ -225,7 +225,7 @@ type Term struct {
 
 func (e *Election) newTerm(l *Lock) *Term {
 	t := &Term{e: e, l: l, seq: 1}
-	t.ctx, t.cancel = context.WithCancelCause(context.Background())
+	t.ctx, t.cancel = context.WithCancelCause(context.WithValue(context.Background(), lockKey{}, l))
 	e.c.noteTerm(e.name, true, l.Fence())
 	// The term ends exactly when its lock does: the lock's deadline timer,
 	// a refused extension, or Resign. No second timer.
@@ -240,7 +240,8 @@ func (e *Election) newTerm(l *Lock) *Term {
 // validity ran out (also after extensions that failed), a majority of nodes
 // refused to extend it, or Resign. context.Cause then matches
 // ErrLeadershipLost and wraps why (ErrLockLost and its reason, or
-// ErrReleased).
+// ErrReleased). It carries the term's lock, so that a client guarded with
+// Guard refuses commands sent with it once the term is over.
 func (t *Term) Context() context.Context { return t.ctx }
 
 // Done returns a channel closed once, when the term ends.

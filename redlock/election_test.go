@@ -236,6 +236,15 @@ func TestElectionObserve(t *testing.T) {
 	if l := next("initial state"); !l.IsZero() {
 		t.Fatalf("initial state = %+v, want no leader", l)
 	}
+	// The announcements reach the observer once it subscribed.
+	waitUntil(t, 10*time.Second, "the observer subscribed on every node", func() bool {
+		for _, mr := range tn.mr {
+			if mr.PubSubNumSub(releasedChannel)[releasedChannel] < 1 {
+				return false
+			}
+		}
+		return true
+	})
 	t1 := campaign(t, e1)
 	if l := next("first leader"); l.Identity != "one" || l.Fence != t1.Fence() {
 		t.Fatalf("got %+v, want one with fence %d", l, t1.Fence())
@@ -451,5 +460,71 @@ func TestElectionRunCancelBounded(t *testing.T) {
 	close(release)
 	if err := <-runErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+// A term whose renewals all fail (the nodes hang: every extension runs out
+// of time, an error the keeper only retries) ends at its validity, with the
+// failed renewal as its cause, instead of going on.
+func TestElectionTermEndsWhenRenewalsFail(t *testing.T) {
+	tn := newNodes(t, 3).realTime()
+	const ttl = 600 * time.Millisecond
+	v := tn.view(t)
+	c := newClient(t, v)
+	term := campaign(t, c.Election("stalled", WithTTL(ttl)))
+	waitUntil(t, 10*time.Second, "an extension", func() bool { return c.Stats().Extended >= 1 })
+	for _, s := range v.stall {
+		s.Store(true)
+	}
+	until := term.l.Until()
+	<-term.Done()
+	ended := time.Now()
+	if ended.Before(until) {
+		t.Fatalf("term ended %v before its validity, with no refusal", until.Sub(ended))
+	}
+	if ended.Sub(until) > ttl {
+		t.Fatalf("term outlived its validity by %v", ended.Sub(until))
+	}
+	var re *RoundError
+	if !errors.Is(term.Err(), ErrLeadershipLost) || !errors.Is(term.Err(), ErrExpired) || !errors.As(term.Err(), &re) || re.Op != "extend" {
+		t.Fatalf("Err = %v, want ErrLeadershipLost wrapping the expiry and the failed extension", term.Err())
+	}
+	if c.stats.extendFailed.Load() == 0 {
+		t.Fatal("no failed extension counted")
+	}
+	for _, s := range v.stall {
+		s.Store(false)
+	}
+}
+
+// The leader record expires with the lock and comes back with it: removed
+// from every node (a restart of each without its data), the next extension
+// writes it again; the term's context carries its lock for Guard.
+func TestElectionRecordRepairedByExtension(t *testing.T) {
+	tn := newNodes(t, 3).realTime()
+	const ttl = 400 * time.Millisecond
+	c := newClient(t, tn)
+	e := c.Election("rec", WithIdentity("keeper"), WithTTL(ttl))
+	term := campaign(t, e)
+	defer term.Resign(bg())
+	if FromContext(term.Context()) != term.l {
+		t.Fatal("the term's context does not carry its lock")
+	}
+	for _, mr := range tn.mr {
+		mr.Del(leaderPrefix + "rec")
+	}
+	if _, err := e.Leader(bg()); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("Leader without records = %v, want ErrNoLeader", err)
+	}
+	n := c.Stats().Extended
+	waitUntil(t, 10*time.Second, "an extension", func() bool { return c.Stats().Extended > n })
+	l, err := e.Leader(bg())
+	if err != nil || l.Identity != "keeper" || l.Fence != term.Fence() {
+		t.Fatalf("Leader after the extension = %+v, %v", l, err)
+	}
+	for i, mr := range tn.mr {
+		if d := mr.TTL(leaderPrefix + "rec"); d <= 0 || d > ttl {
+			t.Fatalf("node %d: record TTL %v, want the lock's (at most %v)", i, d, ttl)
+		}
 	}
 }
