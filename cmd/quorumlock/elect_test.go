@@ -96,6 +96,9 @@ func TestElectStandbyTakesOver(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	cfgA, errA := testElect(tn, "sched", "a", "sh", "-c", electScript, "sh", log)
 	cfgB, errB := testElect(tn, "sched", "b", "sh", "-c", electScript, "sh", log)
+	// A TTL long enough that "at once" and "after the TTL" differ by far
+	// more than a loaded host's delays.
+	cfgA.ttl, cfgB.ttl = 6*time.Second, 6*time.Second
 	doneA, cancelA := electAsync(ctx, cfgA)
 	waitFor(t, ctx, "a's command", func() bool { return len(logLines(t, log)) == 1 })
 	doneB, cancelB := electAsync(ctx, cfgB)
