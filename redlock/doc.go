@@ -39,6 +39,11 @@
 // wherever it may have landed before retrying after a random delay. Release
 // and Extend check the token in a Lua script.
 //
+// Leader election (Client.Election) is built on the same lock: a term is the
+// fenced, auto-extended lock on the election's name, ended locally — its
+// context cancelled with ErrLeadershipLost — no later than its validity;
+// Election.Run keeps a function running on the leader only.
+//
 // What Redlock does not guarantee: a lock is a lease. A client paused past
 // its validity (GC, swap, a stopped VM), a node that loses its data within a
 // TTL, or a node whose clock jumps can all let two clients believe they hold

@@ -36,13 +36,19 @@ var (
 	ErrStaleFence = errors.New("redlock: stale fence token")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("redlock: client closed")
+	// ErrLeadershipLost is what a Term's Err (and the cause of its
+	// context) matches once the term is over: its lock was lost (it wraps
+	// ErrLockLost and why), or released by Resign (it wraps ErrReleased).
+	ErrLeadershipLost = errors.New("redlock: leadership lost")
+	// ErrNoLeader: Election.Leader found no process leading the election.
+	ErrNoLeader = errors.New("redlock: no leader")
 )
 
 // RoundError is a failed acquire, extend or release. Unwrap returns Reason
 // only, so errors.Is(err, ErrTaken) means the key is taken on a quorum, not
 // that some node refused.
 type RoundError struct {
-	Op       string // "acquire", "extend" or "release"
+	Op       string // "acquire", "extend", "release", "proclaim" or "leader"
 	Key      string
 	Reason   error // ErrTaken, ErrNoQuorum, ErrExpired, ErrNotHeld, ErrClosed, or the ctx's error
 	Granted  int   // nodes that said yes in the last round
@@ -207,3 +213,16 @@ type detailError struct {
 
 func (e *detailError) Error() string { return e.err.Error() + ": " + e.detail }
 func (e *detailError) Unwrap() error { return e.err }
+
+// termError is a Term's Err once the term is over.
+type termError struct {
+	name   string
+	reason error // the lock's cause: ErrReleased or a lost lock's error
+}
+
+func (e *termError) Error() string {
+	return fmt.Sprintf("redlock: leadership of election %q ended: %s", e.name, reasonText(e.reason))
+}
+
+func (e *termError) Is(target error) bool { return target == ErrLeadershipLost }
+func (e *termError) Unwrap() error        { return e.reason }

@@ -39,6 +39,11 @@ type Lock struct {
 	// waiter is the id this lock's holder had in the key's queue ("" when
 	// it never queued): the release takes it out.
 	waiter string
+
+	// record is the election's leader record this lock carries (nil
+	// outside elections): each extension extends it too, and writes it
+	// again where a node lost it.
+	record atomic.Pointer[leaderRecord]
 }
 
 func (c *Client) newLock(req *request, token string, fence uint64, until time.Time, acq *quorum.Round[vote]) *Lock {
@@ -115,7 +120,7 @@ func (l *Lock) Extend(ctx context.Context) error {
 	}
 	s := l.req.s
 	start := l.c.clk.Now()
-	r := l.c.startExtend(ctx, l.req, l.token)
+	r := l.c.startExtend(ctx, l.req, l.token, l.record.Load())
 	d := r.Decide()
 	if d.OK && validity(s.ttl, l.c.clk.Since(start), s.driftFactor) > 0 {
 		if l.lease.extendTo(deadline(start, s.ttl, s.driftFactor)) {
@@ -276,13 +281,19 @@ func (l *Lock) roundError(op string, reason error) *RoundError {
 // with the restart quarantine on, sets it again on the nodes that lost it
 // (see scripts/extend.lua): a lock that is extended survives the nodes
 // restarting one after another without their data. It is called only while
-// the lock is valid.
-func (c *Client) startExtend(ctx context.Context, req *request, token string) *quorum.Round[bool] {
+// the lock is valid. rec, when not nil, is an election's leader record,
+// extended with the lock.
+func (c *Client) startExtend(ctx context.Context, req *request, token string, rec *leaderRecord) *quorum.Round[bool] {
 	repair := "0"
 	if c.ns.quarantine > 0 {
 		repair = "1"
 	}
-	ext := extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs, repair)
+	var ext calls
+	if rec == nil {
+		ext = extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs, repair)
+	} else {
+		ext = extendScript.calls(len(c.nodes), 2, req.keyArg, rec.key, token, req.ttlMs, repair, rec.id, rec.value, rec.fence, rec.seq)
+	}
 	c.bg.add(len(c.nodes))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (bool, bool, error) {
 		defer c.bg.done()

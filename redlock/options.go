@@ -36,9 +36,11 @@ type Option interface {
 }
 
 // LockOption configures one acquisition (and, given to New, the Client's
-// default).
+// default). Every LockOption is also an ElectionOption: given to
+// Client.Election it configures the lock of each of the election's terms.
 type LockOption interface {
 	Option
+	ElectionOption
 	applyLock(*lockConfig)
 }
 
@@ -220,6 +222,9 @@ type lockOption func(*lockConfig)
 
 func (f lockOption) applyLock(c *lockConfig)     { f(c) }
 func (f lockOption) applyClient(c *clientConfig) { f(&c.lock) }
+func (f lockOption) applyElection(c *electionConfig) {
+	c.lock = append(c.lock, f)
+}
 
 type clientOption func(*clientConfig)
 

@@ -123,3 +123,37 @@ func Example_guard() {
 	// Output:
 	// <nil>
 }
+
+// lead is the README's election example.
+func lead(ctx context.Context, locks *redlock.Client, schedule func(context.Context, uint64) error) error {
+	e := locks.Election("scheduler", redlock.WithIdentity("replica-1"),
+		redlock.WithValue([]byte("10.0.0.1:8080")), redlock.WithTTL(2*time.Second))
+	err := e.Run(ctx, func(ctx context.Context, t *redlock.Term) error {
+		// Lead until ctx ends: the term ended (context.Cause matches
+		// redlock.ErrLeadershipLost) or Run's ctx was cancelled.
+		return schedule(ctx, t.Fence()) // hand the fence to storage that checks it
+	})
+	return err
+}
+
+// The README's election example, with one candidate that leads one term.
+func Example_election() {
+	nodes, stop := embeddedNodes(3)
+	defer stop()
+	if err := declareFresh(context.Background(), nodes); err != nil {
+		panic(err)
+	}
+	locks, _ := redlock.New(nodes)
+	defer locks.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	err := lead(ctx, locks, func(ctx context.Context, fence uint64) error {
+		fmt.Println("leading, fenced:", fence > 0)
+		cancel() // the example stops after one term
+		<-ctx.Done()
+		return nil
+	})
+	fmt.Println("run:", err)
+	// Output:
+	// leading, fenced: true
+	// run: context canceled
+}

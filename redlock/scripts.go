@@ -25,14 +25,20 @@ var (
 	bootstrapSrc string
 	//go:embed scripts/dequeue.lua
 	dequeueSrc string
+	//go:embed scripts/leader.lua
+	leaderSrc string
+	//go:embed scripts/leader_read.lua
+	leaderReadSrc string
 
-	acquireScript   = newScript(acquireSrc)
-	releaseScript   = newScript(releaseSrc)
-	extendScript    = newScript(extendSrc)
-	fenceScript     = newScript(fenceSrc)
-	fencedSetScript = newScript(fencedSetSrc)
-	bootstrapScript = newScript(bootstrapSrc)
-	dequeueScript   = newScript(dequeueSrc)
+	acquireScript    = newScript(acquireSrc)
+	releaseScript    = newScript(releaseSrc)
+	extendScript     = newScript(extendSrc)
+	fenceScript      = newScript(fenceSrc)
+	fencedSetScript  = newScript(fencedSetSrc)
+	bootstrapScript  = newScript(bootstrapSrc)
+	dequeueScript    = newScript(dequeueSrc)
+	leaderScript     = newScript(leaderSrc)
+	leaderReadScript = newScript(leaderReadSrc)
 )
 
 // KeyPrefix starts every key and channel the library uses besides the lock
@@ -46,8 +52,13 @@ var (
 //	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
 //	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
 //	quorumlock:fenced:<key>   in the store: highest token FencedSet accepted
+//	quorumlock:leader:<name>  per node: election name's leader record (hash:
+//	                          token, id, value, fence, seq), next to the
+//	                          lock key <name> and expiring with it
 //	quorumlock:released       pub/sub channel of release announcements:
-//	                          "<token> <waiter id at the queue's head> <key>"
+//	                          "<token> <waiter id at the queue's head> <key>",
+//	                          and of an election's leader records:
+//	                          "<token>:<seq> - <name>"
 const KeyPrefix = "quorumlock:"
 
 const (
@@ -57,6 +68,7 @@ const (
 	fencedPrefix    = KeyPrefix + "fenced:"
 	queuePrefix     = KeyPrefix + "queue:"
 	queueExpPrefix  = KeyPrefix + "queuex:"
+	leaderPrefix    = KeyPrefix + "leader:"
 	releasedChannel = KeyPrefix + "released"
 )
 

@@ -37,9 +37,14 @@ type waker struct {
 // announcements of the latest release (guarded by waker.mu). id is the
 // waiter's place in the key's queue on the nodes ("" when it has none): an
 // announcement that names another waiter as the queue's head does not count.
+//
+// An observer of an election (watch) wakes at every announcement for its
+// key instead: each one may change who leads, and the observer reads the
+// nodes to find out.
 type wakeup struct {
 	key   string
 	id    string
+	watch bool
 	ch    chan struct{} // buffered 1
 	token string
 	heard int
@@ -55,7 +60,17 @@ func newWaker(c *Client) *waker {
 // id ("" for none). It never blocks on the network: a waiter that hears
 // nothing still retries after its delay.
 func (w *waker) register(key, id string) *wakeup {
-	wu := &wakeup{key: key, id: id, ch: make(chan struct{}, 1)}
+	return w.add(&wakeup{key: key, id: id, ch: make(chan struct{}, 1)})
+}
+
+// watch starts listening for every announcement about key: releases and
+// election leader records.
+func (w *waker) watch(key string) *wakeup {
+	return w.add(&wakeup{key: key, watch: true, ch: make(chan struct{}, 1)})
+}
+
+func (w *waker) add(wu *wakeup) *wakeup {
+	key := wu.key
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -126,7 +141,14 @@ func (w *waker) deliver(key, token, head string) {
 	defer w.mu.Unlock()
 	quorum := w.c.Quorum()
 	for wu := range w.keys[key] {
-		if head != "" && head != wu.id {
+		if wu.watch {
+			select {
+			case wu.ch <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		if head == leaderHead || (head != "" && head != wu.id) {
 			continue
 		}
 		if wu.token != token {
@@ -142,6 +164,10 @@ func (w *waker) deliver(key, token, head string) {
 		}
 	}
 }
+
+// leaderHead is the head an election's leader announcement names: no
+// waiter's id, so that no waiter for the lock wakes on it.
+const leaderHead = "-"
 
 func (w *waker) close() error {
 	w.mu.Lock()

@@ -111,9 +111,18 @@ type lockView struct {
 	Held   bool   `json:"held"`
 	// Fence is the highest fence counter of the key on any node: the token
 	// of the last fenced acquisition.
-	Fence    uint64     `json:"fence"`
-	PerNode  []nodeView `json:"per_node"`
-	Observed time.Time  `json:"observed"`
+	Fence uint64 `json:"fence"`
+	// Leader is set when KEY is an election (quorumlock elect, the
+	// library's Election) and the majority's token wrote its record.
+	Leader   *leaderView `json:"leader,omitempty"`
+	PerNode  []nodeView  `json:"per_node"`
+	Observed time.Time   `json:"observed"`
+}
+
+// leaderView is who leads an election: its identity and term (fence).
+type leaderView struct {
+	Identity string `json:"identity"`
+	Term     uint64 `json:"term"`
 }
 
 // nodeView is what one node says. Times are in milliseconds.
@@ -139,6 +148,10 @@ type nodeView struct {
 	// QuarantineLeft more), "skewed", or "unreachable".
 	State          string `json:"state"`
 	QuarantineLeft int64  `json:"quarantine_left_ms,omitempty"`
+	// The election's leader record on the node, when KEY is an election.
+	LeaderToken string `json:"leader_token,omitempty"`
+	LeaderID    string `json:"leader_identity,omitempty"`
+	LeaderTerm  uint64 `json:"leader_term,omitempty"`
 
 	err error // the read's error, for messages
 }
@@ -162,6 +175,9 @@ type votePolicy struct {
 const sentinelKey = redlock.KeyPrefix + "node"
 
 func fenceKey(key string) string { return redlock.KeyPrefix + "fence:" + key }
+
+// leaderKey is the leader record of election key.
+func leaderKey(key string) string { return redlock.KeyPrefix + "leader:" + key }
 
 // inspect reads key on every node at once, each bounded by timeout, and
 // judges each node's state by pol; d explains failed reads.
@@ -196,6 +212,14 @@ func inspect(ctx context.Context, clients []*redis.Client, key string, timeout t
 		}
 	}
 	v.Held = v.HeldOn >= v.Quorum
+	if v.Held {
+		for _, n := range v.PerNode {
+			if n.Exists && n.Token == v.Token && n.LeaderToken == v.Token {
+				v.Leader = &leaderView{Identity: n.LeaderID, Term: n.LeaderTerm}
+				break
+			}
+		}
+	}
 	return v
 }
 
@@ -203,7 +227,7 @@ func inspect(ctx context.Context, clients []*redis.Client, key string, timeout t
 // the node's clock in one transaction, so the values belong together.
 func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 	n := nodeView{Addr: c.Options().Addr}
-	var get, fence, sentinel *redis.StringCmd
+	var get, fence, sentinel, ltoken, lid, lterm *redis.StringCmd
 	var pttl *redis.DurationCmd
 	var now *redis.TimeCmd
 	start := time.Now()
@@ -212,6 +236,9 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 		pttl = p.PTTL(ctx, key)
 		fence = p.Get(ctx, fenceKey(key))
 		sentinel = p.Get(ctx, sentinelKey)
+		ltoken = p.HGet(ctx, leaderKey(key), "token")
+		lid = p.HGet(ctx, leaderKey(key), "id")
+		lterm = p.HGet(ctx, leaderKey(key), "fence")
 		now = p.Time(ctx)
 		return nil
 	})
@@ -257,6 +284,10 @@ func inspectNode(ctx context.Context, c *redis.Client, key string) nodeView {
 		}
 	case !errors.Is(err, redis.Nil):
 		errs = append(errs, fmt.Errorf("sentinel: %w", err))
+	}
+	if tok, err := ltoken.Result(); err == nil {
+		n.LeaderToken, n.LeaderID = tok, lid.Val()
+		n.LeaderTerm, _ = strconv.ParseUint(lterm.Val(), 10, 64)
 	}
 	if err := errors.Join(errs...); err != nil {
 		n.Error = err.Error()
@@ -355,6 +386,9 @@ func (v *lockView) writeText(w io.Writer) error {
 		summary = fmt.Sprintf("held on %d of %d nodes (majority %d) by token %s", v.HeldOn, v.Nodes, v.Quorum, v.Token)
 	default:
 		summary = fmt.Sprintf("not held by a majority: token %s on %d of %d nodes, a majority needs %d", v.Token, v.HeldOn, v.Nodes, v.Quorum)
+	}
+	if v.Leader != nil {
+		summary += fmt.Sprintf("; election leader %s (term %d)", v.Leader.Identity, v.Leader.Term)
 	}
 	if _, err := fmt.Fprintf(w, "key %q: %s; fence counter %d\n", v.Key, summary, v.Fence); err != nil {
 		return err

@@ -114,7 +114,7 @@ on stderr says which it was.
 	f.BoolVar(&cfg.fencing, "fencing", false, "obtain a fence token and pass it as QUORUMLOCK_FENCE")
 	f.DurationVar(&cfg.grace, "grace", 10*time.Second, "after a lost lock, time between SIGTERM and SIGKILL")
 	f.DurationVar(&cfg.maxHold, "max-hold", 0, "stop extending the lock after this time (COMMAND is then terminated); 0: no limit")
-	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "first declare the nodes freshly deployed (as quorumlock bootstrap does), so they vote without a restart quarantine; never shortens the quarantine of a node that restarted, so safe on every start")
+	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "first declare the nodes freshly deployed (as quorumlock bootstrap does), so they vote without a restart quarantine; it never shortens the quarantine of a restarted minority, but takes a majority that lost its data at once for a fresh deployment")
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", "", metricsAddrHelp)
 	c.MarkFlagsMutuallyExclusive("wait", "no-wait")
 	return c

@@ -3,7 +3,9 @@
 -- data, or missed the acquisition).
 --
 -- KEYS[1] lock key  ARGV[1] token  ARGV[2] TTL in ms
---                   ARGV[3] "1" to repair a missing key
+-- KEYS[2] election  ARGV[3] "1" to repair a missing key
+--         record    ARGV[4..7] the record's identity, value, fence and
+--         (optional)           sequence number, with KEYS[2]
 --
 -- Returns 1 when extended, 2 when repaired, 0 when the key holds another
 -- token (or is missing and repair is off).
@@ -14,12 +16,21 @@
 -- key there, and setting the holder's key adds no grant. Without the
 -- quarantine the emptied node could have granted another client, and the
 -- repair would hide that.
+--
+-- An election's leader record (see leader.lua) expires with the lock: it is
+-- extended with it, and written again where it is missing or stale.
 local cur = redis.call('GET', KEYS[1])
+local got = 0
 if cur == ARGV[1] then
-	return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-if not cur and ARGV[3] == '1' then
+	got = redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif not cur and ARGV[3] == '1' then
 	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-	return 2
+	got = 2
 end
-return 0
+if got > 0 and #KEYS > 1 then
+	if redis.call('HGET', KEYS[2], 'token') ~= ARGV[1] then
+		redis.call('HSET', KEYS[2], 'token', ARGV[1], 'id', ARGV[4], 'value', ARGV[5], 'fence', ARGV[6], 'seq', ARGV[7])
+	end
+	redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return got
