@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -343,7 +344,14 @@ func (s *SentinelSet) start(ctx context.Context, role string, port int, cmd []st
 		}
 		return nil
 	}
-	if err := waitPing(ctx, p.addr, s.opts.ReadyTimeout, nil, gone); err != nil {
+	err = waitPing(ctx, p.addr, s.opts.ReadyTimeout, nil, gone)
+	if err == nil {
+		err = listensOn(ctx, p.addr)
+	}
+	if err == nil {
+		err = gone(ctx) // its own bind failed, and another server answered
+	}
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("%s at %s: %w", role, p.addr, err), s.remove(ctx, p))
 	}
 	return p, nil
@@ -426,14 +434,40 @@ func (s *SentinelSet) remove(ctx context.Context, p *sentinelProc) error {
 	return nil
 }
 
-// freePort returns a loopback port nothing listens on now.
+// freePort returns a loopback port nothing listens on now, below the
+// kernel's ephemeral range (32768 and up on Linux), from which docker
+// publishes other containers' ports and connections take their local
+// ports: a port chosen there could be taken again before the container
+// binds it.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("cluster: free port: %w", err)
+	var last error
+	for range 50 {
+		port := 20000 + mrand.IntN(12000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			last = err
+			continue
+		}
+		_ = l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("cluster: no free port: %w", last)
+}
+
+// listensOn checks that the process answering on addr is the one started
+// there (INFO server names its port), not another that took the port.
+func listensOn(ctx context.Context, addr string) error {
+	_, port, _ := net.SplitHostPort(addr)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "tcp_port:"+port+"\r\n") {
+		return fmt.Errorf("another server answers on %s", addr)
+	}
+	return nil
 }
 
 // waitSynced waits until the replica at addr reports its link to the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -110,15 +111,9 @@ func testSentinelThreeNodes(t *testing.T, set *cluster.SentinelSet) {
 	if err != nil {
 		t.Fatalf("acquire on three Sentinel-managed masters: %v", err)
 	}
-	states, err := c.Inspect(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	states := inspect(ctx, t, c, k)
 	seen := map[string]int{}
 	for i, st := range states {
-		if st.Err != nil {
-			t.Fatalf("inspect node %d: %v", i, st.Err)
-		}
 		if st.Holder != l.Token() {
 			t.Errorf("node %d holds %q, want the lock's token %q", i, st.Holder, l.Token())
 		}
@@ -153,30 +148,33 @@ func testSentinelSameMasterTwice(t *testing.T, set *cluster.SentinelSet) {
 	// "FailoverClient"); first contact must.
 	nodes := failoverClients(t, set, "m0", "m0", "m1")
 	c, log := sentinelClient(t, nodes)
+	// Another owner holds the key on m1 only. Were the one server behind
+	// nodes 0 and 1 to vote twice, its two grants would make a majority
+	// on their own; kept to one vote, it has none. Every answer counts
+	// towards the decision, so the duplicate's refusal is always in the
+	// error.
 	k := key(t)
-	l, err := c.Acquire(ctx, k)
-	if err != nil {
-		t.Fatalf("acquire: %v", err)
+	if err := nodes[2].Set(ctx, k, "another owner", time.Minute).Err(); err != nil {
+		t.Fatalf("SET on m1: %v", err)
 	}
-	defer func() { _ = l.Release(ctx) }()
-	// The key is now held: another attempt shows the nodes' answers. The
-	// server behind nodes 0 and 1 is one: one of them must answer "taken",
-	// the other be kept from voting, naming the first. A round ends as soon
-	// as its outcome is known, so the duplicate's answer (which needs no
-	// network) may be left out when two others came first: asked again.
 	var err2 error
 	var dup []int
 	for try := 1; len(dup) == 0; try++ {
-		if try > 5 {
-			t.Fatalf("the duplicate's refusal never made it into a round's error; last: %v", err2)
+		if try > 1 && len(transportFailed(err2)) == 0 {
+			t.Fatalf("no node refused as the same Redis server as another: %v", err2)
 		}
-		_, err2 = c.TryAcquire(ctx, k)
+		if try > 5 {
+			t.Fatalf("votes failed in transport %d times; last: %v", try-1, err2)
+		}
+		var l *redlock.Lock
+		l, err2 = c.TryAcquire(ctx, k)
+		if err2 == nil {
+			_ = l.Release(ctx)
+			t.Fatalf("acquired with m0 alone: one server's votes were counted twice")
+		}
 		var re *redlock.RoundError
 		if !errors.As(err2, &re) {
-			t.Fatalf("another acquisition of a held key: %v, want a *RoundError", err2)
-		}
-		if re.Granted != 0 {
-			t.Fatalf("a node granted a held key: %v", err2)
+			t.Fatalf("TryAcquire: %v, want a *RoundError", err2)
 		}
 		for _, ne := range re.Nodes {
 			switch {
@@ -189,7 +187,9 @@ func testSentinelSameMasterTwice(t *testing.T, set *cluster.SentinelSet) {
 				if !strings.Contains(ne.Err.Error(), "the same Redis server as "+other) {
 					t.Errorf("node %d: %v, want it to name %s", ne.Node, ne.Err, other)
 				}
-			case ne.Reason == redlock.NodeTaken:
+			case ne.Reason == redlock.NodeFailed: // in transport, on a loaded host: asked again
+				t.Logf("node %d: %v", ne.Node, ne)
+			case ne.Node == 2 && ne.Reason == redlock.NodeTaken:
 			default:
 				t.Errorf("unexpected answer: %v", ne)
 			}
@@ -202,6 +202,48 @@ func testSentinelSameMasterTwice(t *testing.T, set *cluster.SentinelSet) {
 		t.Errorf("no log line about the server listed twice; log:\n%s", log.String())
 	}
 	t.Logf("the user sees: %v", err2)
+}
+
+// testSentinelSameMasterTwiceExtends: the server listed twice is kept from
+// voting for an extension too. Nodes 0 and 1 are one server; after the
+// acquisition the key on node 2 (m1) holds another token, as after m1 lost
+// it and granted it to someone else. Only m0 holds the lock's token: one
+// server of the two, one vote of the two needed. Counted twice, m0 alone
+// would extend the lock.
+func testSentinelSameMasterTwiceExtends(t *testing.T, set *cluster.SentinelSet) {
+	ctx := ctxFor(t, 30*time.Second)
+	nodes := failoverClients(t, set, "m0", "m0", "m1")
+	c, _ := sentinelClient(t, nodes)
+	k := key(t)
+	l, err := c.Acquire(ctx, k, redlock.WithAutoExtend(false))
+	if err != nil {
+		t.Fatalf("acquire: %v", err)
+	}
+	defer func() { _ = l.Release(ctx) }()
+	// The acquisition made first contact with both m0 nodes (a vote left
+	// out of an early decision still runs it): wait until one is refused.
+	for {
+		_, err := c.TryAcquire(ctx, k)
+		if err != nil && strings.Contains(err.Error(), "the same Redis server as node") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no node refused as the same server: %v", err)
+		}
+	}
+	if err := nodes[2].Set(ctx, k, "another owner", time.Minute).Err(); err != nil {
+		t.Fatalf("SET on m1: %v", err)
+	}
+	err = l.Extend(ctx)
+	if err == nil {
+		t.Fatalf("extended with m0 alone: the server listed twice voted twice")
+	}
+	// m0 says yes once, its duplicate is refused and m1 says no: the
+	// decision needs both refusals, so the duplicate's is in the error.
+	if !strings.Contains(err.Error(), "the same Redis server as node") {
+		t.Errorf("extend: %v, want the server listed twice named", err)
+	}
+	t.Logf("the user sees: %v", err)
 }
 
 func testSentinelFailover(t *testing.T, set *cluster.SentinelSet) {
@@ -247,10 +289,7 @@ func testSentinelFailover(t *testing.T, set *cluster.SentinelSet) {
 	}
 
 	// Before any vote, an operator sees node 0 as a new server process.
-	states, err := b.Inspect(ctx, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	states := inspect(ctx, t, b, k)
 	if st := states[0]; st.Err != nil || st.RunID != newRun || st.Quarantine == 0 {
 		t.Errorf("Inspect node 0 after the failover: run id %q (want %q), quarantine %v (want > 0), err %v",
 			st.RunID, newRun, st.Quarantine, st.Err)
@@ -261,41 +300,47 @@ func testSentinelFailover(t *testing.T, set *cluster.SentinelSet) {
 		}
 	}
 
-	// Asynchronous replication can lose the last writes before a
-	// failover: here the lock key is gone from the new master. Node 0 must
-	// not grant it to another owner while the key is held.
+	// The canonical case the quarantine is for: the holder has the key on
+	// a bare majority, nodes 0 and 1 (node 2 missed it), and the failover
+	// loses it on node 0 (asynchronous replication can lose the last
+	// writes). Node 2 grants the key to another owner and node 1 refuses,
+	// so node 0 decides: counted, its vote would give the key a second
+	// owner while the first still holds it.
 	if err := nodes[0].Del(ctx, k).Err(); err != nil {
 		t.Fatalf("DEL on the new master: %v", err)
 	}
-	// Nodes 1 and 2 hold the key: only node 0 could grant it. A round ends
-	// as soon as its outcome is known, so node 0's answer may be left out
-	// when the two others came first, or lost in transport: asked again.
 	start := time.Now()
 	var node0 *redlock.NodeError
 	var err2 error
 	for try := 1; node0 == nil; try++ {
 		if try > 5 {
-			t.Fatalf("node 0's answer never made it into a round's error; last: %v", err2)
+			t.Fatalf("node 0's vote failed in transport %d times; last: %v", try-1, err2)
+		}
+		// Node 2 missed the key (again: a failed try leaves the other
+		// owner's token there until its cleanup).
+		if err := nodes[2].Del(ctx, k).Err(); err != nil {
+			t.Fatalf("DEL on node 2: %v", err)
 		}
 		var l2 *redlock.Lock
 		l2, err2 = b.TryAcquire(ctx, k)
 		if err2 == nil {
 			_ = l2.Release(ctx)
-			t.Fatalf("another owner acquired %s while it is held", k)
+			t.Fatalf("another owner acquired %s while it is held: node 0, a new server process without the key, voted", k)
 		}
 		var re *redlock.RoundError
 		if !errors.As(err2, &re) {
 			t.Fatalf("TryAcquire: %v, want a *RoundError", err2)
 		}
-		if re.Granted != 0 {
-			t.Fatalf("node 0, a new server process without the key, granted it: its vote was counted (%v)", err2)
-		}
 		for _, ne := range re.Nodes {
 			switch {
 			case ne.Node == 0 && ne.Reason != redlock.NodeFailed:
 				node0 = ne
-			case ne.Node != 0 && ne.Reason != redlock.NodeTaken && ne.Reason != redlock.NodeFailed:
-				t.Errorf("node %d: %v, want taken", ne.Node, ne)
+			case ne.Reason == redlock.NodeFailed:
+				t.Logf("node %d: %v", ne.Node, ne) // in transport, on a loaded host: asked again if node 0's
+			case ne.Node == 2:
+				t.Errorf("node 2: %v, want a grant (the key is gone there)", ne)
+			case ne.Node == 1 && ne.Reason != redlock.NodeTaken:
+				t.Errorf("node 1: %v, want taken", ne)
 			}
 		}
 	}
@@ -314,11 +359,35 @@ func testSentinelFailover(t *testing.T, set *cluster.SentinelSet) {
 	if !strings.Contains(blog.String(), "redlock: node restarted") {
 		t.Errorf("no log line about the new server process; log:\n%s", blog.String())
 	}
-	// The holder keeps its lock on the two other nodes.
-	if err := l.Release(ctx); err != nil {
-		t.Errorf("release after the failover: %v", err)
+	if !l.Valid() {
+		t.Errorf("the holder's lock ended: %v", l.Err())
 	}
 	t.Logf("after the failover: %v", err2)
+}
+
+// inspect reads every node's state of key, again while a node could not
+// be read (a transport failure on a loaded host) until ctx ends.
+func inspect(ctx context.Context, t *testing.T, c *redlock.Client, key string) []redlock.NodeState {
+	t.Helper()
+	for {
+		states, err := c.Inspect(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var failed error
+		for _, st := range states {
+			if st.Err != nil {
+				failed = fmt.Errorf("node %d: %w", st.Node, st.Err)
+			}
+		}
+		if failed == nil {
+			return states
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("inspect: %v", failed)
+		}
+		t.Logf("inspect, again: %v", failed)
+	}
 }
 
 // valuesOn returns what each client's server stores under key.
