@@ -44,6 +44,7 @@ func TestSentinel(t *testing.T) {
 	})
 	t.Run("FailoverClientsAreThreeNodes", func(t *testing.T) { testSentinelThreeNodes(t, set) })
 	t.Run("SameMasterTwice", func(t *testing.T) { testSentinelSameMasterTwice(t, set) })
+	t.Run("SameMasterTwiceExtends", func(t *testing.T) { testSentinelSameMasterTwiceExtends(t, set) })
 	t.Run("FailoverIsQuarantined", func(t *testing.T) { testSentinelFailover(t, set) })
 }
 
