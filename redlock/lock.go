@@ -301,6 +301,12 @@ func (c *Client) startExtend(ctx context.Context, req *request, token string, re
 		if err := n.start(req.s.requestTimeout); err != nil {
 			return false, false, err
 		}
+		// The node's first-contact verdict holds for extensions too: one
+		// server listed twice would otherwise extend the lock twice.
+		if err := c.ready(ctx, n); err != nil {
+			n.finish(err)
+			return false, false, err
+		}
 		got, err := ext.run(ctx, n.rdb, i).Int64()
 		n.finish(err)
 		if got == 2 {

@@ -213,3 +213,34 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A node that first contact refused (the same server as another node, a
+// Redis too old) is kept from extending too: counted, one server listed
+// twice would extend a lock alone. The verdict is set by hand here (the
+// embedded servers report no run id); TestSentinel in integration makes it
+// with two clients of one real server.
+func TestExtendSkipsRefusedNode(t *testing.T) {
+	tn := newNodes(t, 3)
+	c := newClient(t, tn, WithAutoExtend(false))
+	l, err := c.Acquire(bg(), "refused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(tn.holders("refused", l.Token())) == 3 }) // a straggler may lag
+	n := c.nodes[1]
+	n.mu.Lock()
+	n.fatal = errors.New("the same Redis server as node 0")
+	n.probed.Store(true)
+	n.mu.Unlock()
+	if err := tn.mr[2].Set("refused", "another owner"); err != nil {
+		t.Fatal(err)
+	}
+	err = l.Extend(bg())
+	if err == nil {
+		t.Fatal("extended by node 0 and the refused node 1 alone")
+	}
+	var re *RoundError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "node 1") || !strings.Contains(err.Error(), "the same Redis server as node 0") {
+		t.Fatalf("extend: %v, want node 1's refusal named", err)
+	}
+}
