@@ -199,6 +199,11 @@ type ElectionCheck struct {
 	// many terms such writes came from.
 	StaleAccepted int
 	StaleTerms    int
+	// StaleOffered counts the writes, accepted or refused, that a term sent
+	// after the store had accepted a write of a term that started later:
+	// what a store without the fencing check would have accepted.
+	StaleOffered int
+	Refused      int // writes the fencing check refused
 	// FenceInversions counts terms whose fence is not larger than that of
 	// the term started before them.
 	FenceInversions int
@@ -260,16 +265,22 @@ func CheckElection(h ElectionHistory, ttl time.Duration) ElectionCheck {
 				c.LateRefused++
 			}
 		}
+		if w.Refused {
+			c.Refused++
+		}
+		older := latest >= 0 && h.Terms[w.Term].Start < h.Terms[latest].Start
+		if older {
+			c.StaleOffered++
+		}
 		if !w.Accepted {
 			continue
 		}
 		c.Accepted++
-		switch {
-		case latest < 0 || h.Terms[w.Term].Start >= h.Terms[latest].Start:
-			latest = w.Term
-		default:
+		if older {
 			c.StaleAccepted++
 			stale[w.Term] = true
+		} else {
+			latest = w.Term
 		}
 	}
 	c.StaleTerms = len(stale)
@@ -582,7 +593,8 @@ func (r *electionRun) runQuorumlock(ctx context.Context, c *candidate) error {
 // lead is a leader's work during one term: write the fence every few
 // milliseconds until the term's context ends. A paused candidate stops
 // between deciding to write and writing, notices nothing until it resumes,
-// then makes that write. until, when not nil, is the term's validity
+// then makes that write and goes on as before: it stops at its next look at
+// the term's context, if the term has ended meanwhile. until, when not nil, is the term's validity
 // deadline.
 func (r *electionRun) lead(runCtx, tctx context.Context, c *candidate, fence uint64, until func() time.Time) {
 	ti := r.rec.termStarted(c.i, fence)
@@ -603,10 +615,7 @@ func (r *electionRun) lead(runCtx, tctx context.Context, c *candidate, fence uin
 	for {
 		if p := c.paused(); p != nil {
 			<-p // the injector always resumes, also at the end of the run
-			r.write(c.i, ti, fence, until)
-			return
-		}
-		if tctx.Err() != nil {
+		} else if tctx.Err() != nil {
 			return
 		}
 		r.write(c.i, ti, fence, until)

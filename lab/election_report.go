@@ -12,7 +12,7 @@ import (
 
 // electionColumns are the election table's columns, shared by the terminal
 // and the Markdown report.
-var electionColumns = []string{"scenario", "impl", "terms", "overlaps", "stale accepted", "late writes refused",
+var electionColumns = []string{"scenario", "impl", "terms", "overlaps", "stale offered", "stale accepted",
 	"failovers", "failover p50 ÷ TTL", "failover p99 ÷ TTL"}
 
 func electionRow(o ElectionOutcome) []string {
@@ -36,8 +36,8 @@ func electionRow(o ElectionOutcome) []string {
 	if len(c.Failovers) > 0 {
 		p50, p99 = fmt.Sprintf("%.2f", c.FailoverP50), fmt.Sprintf("%.2f", c.FailoverP99)
 	}
-	row := []string{o.Scenario, o.Impl, fmt.Sprint(c.Terms), overlaps, stale,
-		fmt.Sprintf("%d/%d", c.LateRefused, c.LateWrites), failovers, p50, p99}
+	row := []string{o.Scenario, o.Impl, fmt.Sprint(c.Terms), overlaps, fmt.Sprint(c.StaleOffered), stale,
+		failovers, p50, p99}
 	if o.Err != "" {
 		row = append(row, "error: "+o.Err)
 	}
@@ -79,8 +79,8 @@ func WriteElectionReport(dir string, r *ElectionResults) error {
 		"(a paused leader's term ends where it would have noticed, had it run).\n")
 	b.WriteString("- **stale accepted**: writes the store accepted from a term after it had accepted one from a term " +
 		"that started later (of all writes accepted).\n")
-	b.WriteString("- **late writes refused**: writes a leader made after its term had ended (on resuming from a pause) " +
-		"that the store refused, of all such writes.\n")
+	b.WriteString("- **stale offered**: writes, accepted or refused, that a term sent after the store had accepted " +
+		"one from a term that started later: what a store without the fencing check would have taken.\n")
 	b.WriteString("- **failover**: from the loss of a leader (the fault that hit it, or its term's end) to the start of " +
 		"the next term, as a multiple of the TTL.\n\n")
 	for _, s := range ElectionScenarios() {
