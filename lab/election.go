@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -539,7 +540,7 @@ func runElectionFresh(ctx context.Context, cfg *ElectionConfig, sc ElectionScena
 		}
 	}
 	r := &electionRun{impl: impl, fleet: fleet, store: store, ttl: cfg.TTL, seedVal: cfg.Seed,
-		rng: rand.New(rand.NewPCG(cfg.Seed, uint64(len(sc.Name)))), rec: &electionRecorder{start: time.Now()}}
+		rng: rand.New(rand.NewPCG(cfg.Seed, nameSeed(sc.Name))), rec: &electionRecorder{start: time.Now()}}
 	for i := range cfg.Candidates {
 		v, err := fleet.View(fmt.Sprintf("candidate-%d", i))
 		if err != nil {
@@ -570,6 +571,14 @@ func runElectionFresh(ctx context.Context, cfg *ElectionConfig, sc ElectionScena
 	o.History = r.rec.finish()
 	o.Check = CheckElection(o.History, cfg.TTL)
 	return errors.Join(append(errs, derr)...)
+}
+
+// nameSeed derives a scenario's stream of choices from its name, so that
+// both implementations see the same ones.
+func nameSeed(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
 }
 
 // runQuorumlock is one candidate under Election.Run.
