@@ -93,6 +93,7 @@ Exit status: 0 when every outcome matched its expectation or showed less than ex
 	f.StringVar(&cfg.out, "out", "lab-report", "directory for the Markdown report, the timelines and results.json")
 	f.BoolVar(&cfg.json, "json", false, "print the results as JSON on stdout instead of the table")
 	cmd.AddCommand(newExploreCmd())
+	cmd.AddCommand(newLabElectionCmd())
 	return cmd
 }
 
