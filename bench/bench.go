@@ -99,6 +99,32 @@ func (n *Nodes) NewClient(opts ...redlock.Option) (*redlock.Client, error) {
 	return c, nil
 }
 
+// OwnConnections returns new go-redis clients to the nodes, with the
+// options (pool size included) of the Env's clients, closed with n: the
+// connections of one more process.
+func (n *Nodes) OwnConnections() []redis.UniversalClient {
+	var out []redis.UniversalClient
+	for _, c := range n.env.Clients {
+		o := cloneOptions(c.Options())
+		rc := redis.NewClient(o)
+		n.closers = append(n.closers, rc.Close)
+		out = append(out, rc)
+	}
+	return out
+}
+
+// NewProcessClient returns a redlock.Client on connections of its own (see
+// OwnConnections), as another process would have, closed with n.
+func (n *Nodes) NewProcessClient(opts ...redlock.Option) (*redlock.Client, []redis.UniversalClient, error) {
+	conns := n.OwnConnections()
+	c, err := redlock.New(conns, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.closers = append(n.closers, c.Close)
+	return c, conns, nil
+}
+
 // Key returns a key unique to this run.
 func (n *Nodes) Key(parts ...string) string {
 	k := n.prefix
