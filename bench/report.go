@@ -146,12 +146,12 @@ type row[T any] interface {
 	contender() string
 }
 
-func (r *OpResult) contender() string         { return r.Name }
-func (r *ContentionResult) contender() string { return r.Name }
-func (r *LatencyResult) contender() string    { return r.Name }
-func (r *ThroughputResult) contender() string { return r.Name }
+func (r *OpResult) contender() string           { return r.Name }
+func (r *ContentionResult) contender() string   { return r.Name }
+func (r *LatencyResult) contender() string      { return r.Name }
+func (r *ThroughputResult) contender() string   { return r.Name }
 func (r *ReleaseStormResult) contender() string { return r.Name }
-func (r *StormResult) contender() string { return r.Name }
+func (r *StormResult) contender() string        { return r.Name }
 
 // byName returns the row of the named contender, nil when it did not run.
 func byName[T any, P row[T]](rows []T, name string) *T {

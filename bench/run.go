@@ -17,14 +17,14 @@ import (
 // Config sets the length of each figure. The zero value is the full run;
 // Quick returns the short one.
 type Config struct {
-	OpTime      time.Duration // per uncontended, fencing and guard measurement (default 1 s)
-	Contention  time.Duration // per contention run (default 10 s)
-	Workers     int           // contention workers (default 8)
-	Critical    time.Duration // contention critical section (default 2 ms)
-	SlowTime    time.Duration // per slow-node run (default 5 s)
-	SlowDelay   time.Duration // latency added to the slow node (default 50 ms)
-	Throughput  time.Duration // per throughput run (default 5 s)
-	Goroutines  int           // throughput goroutines (default 64)
+	OpTime     time.Duration // per uncontended, fencing and guard measurement (default 1 s)
+	Contention time.Duration // per contention run (default 10 s)
+	Workers    int           // contention workers (default 8)
+	Critical   time.Duration // contention critical section (default 2 ms)
+	SlowTime   time.Duration // per slow-node run (default 5 s)
+	SlowDelay  time.Duration // latency added to the slow node (default 50 ms)
+	Throughput time.Duration // per throughput run (default 5 s)
+	Goroutines int           // throughput goroutines (default 64)
 	// MinAcquisitions keeps a contention run going past Contention until
 	// it made this many acquisitions, up to ContentionCap (default: no cap
 	// beyond Contention).
@@ -37,8 +37,8 @@ type Config struct {
 	StormTime       time.Duration // contention-storm run per implementation (default 5 s)
 	StormTTL        time.Duration // contention-storm TTL, one round (default 500 ms, the lab's)
 	Only            []string      // figures to run (see Figures); all when empty
-	Logf        func(format string, args ...any)
-	quickMarker bool
+	Logf            func(format string, args ...any)
+	quickMarker     bool
 }
 
 // Quick is a run of well under a minute.
@@ -139,9 +139,9 @@ const (
 	// NameRedsyncPerWorker is redsync with connections of its own per
 	// worker: the other side of NameOursPerWorker.
 	NameRedsyncPerWorker = "redsync, connections per worker"
-	NameRedsyncFast   = "redsync WithFailFast"
-	NameRaw           = "raw floor"
-	NameOursAllFast   = "quorumlock, all nodes fast"
+	NameRedsyncFast      = "redsync WithFailFast"
+	NameRaw              = "raw floor"
+	NameOursAllFast      = "quorumlock, all nodes fast"
 	// NameOursAllFastIdle is all nodes fast with the idle gaps of the slow
 	// run between acquisitions: the reference of the slow-node target.
 	NameOursAllFastIdle = "quorumlock, all fast, idle gaps"
