@@ -191,19 +191,37 @@ func cloneOptions(o *redis.Options) *redis.Options {
 // while a raw loop without timeout does: the figures would compare dial
 // behaviour, not locking.
 func (n *Nodes) Warm(ctx context.Context, conns int) error {
-	conns = min(conns, poolSize)
-	errs := make([]error, len(n.Clients)*conns)
+	return warm(ctx, n.Clients, min(conns, poolSize))
+}
+
+// warm opens conns connections to every node through clients (each
+// client's pool size at most) and returns them to the pools.
+func warm(ctx context.Context, clients []redis.UniversalClient, conns int) error {
+	var errs []error
+	for _, c := range clients {
+		rc := c.(*redis.Client)
+		k := min(conns, rc.Options().PoolSize)
+		if k <= 0 {
+			k = conns
+		}
+		errs = append(errs, warmOne(ctx, rc, k))
+	}
+	return errors.Join(errs...)
+}
+
+func warmOne(ctx context.Context, c *redis.Client, conns int) error {
+	errs := make([]error, conns)
 	var wg sync.WaitGroup
-	for i, c := range n.Clients {
+	{
 		held := make([]*redis.Conn, conns)
 		for j := range held {
-			held[j] = c.(*redis.Client).Conn()
+			held[j] = c.Conn()
 		}
 		for j, cn := range held {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i*conns+j] = cn.Ping(ctx).Err()
+				errs[j] = cn.Ping(ctx).Err()
 			}()
 		}
 		wg.Wait()

@@ -103,6 +103,7 @@ func (r *Report) targets() []Target {
 			ref = fmt.Sprintf("redsync %.0f B/lock", rsHi.HeapBytesPerLock)
 		}
 		le(fmt.Sprintf("%d locks held, auto-extended: goroutines per lock", hi.Locks), f("%.4f", hi.GoroutinesPerLock), "redsync 0 (no extension)", math.Max(hi.GoroutinesPerLock, 0), 0.01)
+		info(fmt.Sprintf("%d locks held, once each was extended: goroutines per lock (extensions in flight)", hi.Locks), f("%.4f", hi.GoroutinesPerLockExtending), "-", hi.GoroutinesPerLockExtending)
 		if lo != nil && lo != hi && lo.HeapBytesPerLock > 0 {
 			le(fmt.Sprintf("Heap per held lock, %d ÷ %d locks (flat)", hi.Locks, lo.Locks), f("%.0f B", hi.HeapBytesPerLock)+" / "+f("%.0f B", lo.HeapBytesPerLock), ref,
 				hi.HeapBytesPerLock/lo.HeapBytesPerLock, 1.25)
@@ -243,9 +244,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	ops("5b. Guard: one SET under a held lock, per command", r.Guard, NameUnguarded, "plain")
 	if len(r.Held) > 0 {
 		p("\n6. Locks held at once (quorumlock with auto-extension)\t\n")
-		p("\tlocks\theld\tacquire s\tgoroutines/lock\theap B/lock\textended\tlost\terrors\t\n")
+		p("\tlocks\theld\tacquire s\tgoroutines/lock\theap B/lock\tonce extended: goroutines/lock\theap B/lock\textended\tlost\terrors\t\n")
 		for _, h := range r.Held {
-			p("%s\t%d\t%d\t%.1f\t%.4f\t%.0f\t%d\t%d\t%d\t\n", h.Name, h.Locks, h.Held, h.AcquireSeconds, h.GoroutinesPerLock, h.HeapBytesPerLock, h.Extended, h.Lost, h.Errors)
+			p("%s\t%d\t%d\t%.1f\t%.4f\t%.0f\t%.4f\t%.0f\t%d\t%d\t%d\t\n", h.Name, h.Locks, h.Held, h.AcquireSeconds, h.GoroutinesPerLock, h.HeapBytesPerLock,
+				h.GoroutinesPerLockExtending, h.HeapBytesPerLockExtending, h.Extended, h.Lost, h.Errors)
 		}
 	}
 	if len(r.Waiters) > 0 {

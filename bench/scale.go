@@ -70,6 +70,10 @@ type HeldResult struct {
 	AcquireSeconds    float64 `json:"acquire_seconds"`
 	GoroutinesPerLock float64 `json:"goroutines_per_lock"`
 	HeapBytesPerLock  float64 `json:"heap_bytes_per_lock"`
+	// GoroutinesPerLockExtending and HeapBytesPerLockExtending are measured
+	// again once every lock was extended (auto-extension at work).
+	GoroutinesPerLockExtending float64 `json:"goroutines_per_lock_extending"`
+	HeapBytesPerLockExtending  float64 `json:"heap_bytes_per_lock_extending"`
 	// Extended is the extensions made while held (auto-extension), Lost the
 	// locks lost meanwhile.
 	Extended uint64 `json:"extended"`
@@ -145,7 +149,9 @@ func HeldOurs(ctx context.Context, n *Nodes, count int, ttl time.Duration) (Held
 	defer c.Close()
 	keys := n.Keys(fmt.Sprintf("held-ours-%d", count), count)
 	locks := make([]*redlock.Lock, count)
-	if err := n.Warm(ctx, acquirers); err != nil {
+	// The pools at their full size first: connections opened while the
+	// locks are taken would count as the locks' heap.
+	if err := n.Warm(ctx, poolSize); err != nil {
 		return HeldResult{}, err
 	}
 	g0, h0 := live()
@@ -171,15 +177,21 @@ func HeldOurs(ctx context.Context, n *Nodes, count int, ttl time.Duration) (Held
 	}()
 	// Every lock is extended a third of a TTL before its expiry: wait for
 	// that, bounded by two TTLs after the last acquisition.
+	// Held: the cost of holding, before the first extension is due.
+	g1, h1 := live()
+	r.GoroutinesPerLock = float64(g1-g0) / float64(max(r.Held, 1))
+	r.HeapBytesPerLock = perLock(h0, h1, r.Held)
 	deadline := time.Now().Add(2 * ttl)
 	for c.Stats().Extended < uint64(r.Held) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond) // polling a counter: no event to wait for
 	}
-	g1, h1 := live()
+	// Extended: what the extensions add while they run (their goroutines
+	// and requests in flight), once every lock was extended.
+	g2, h2 := live()
+	r.GoroutinesPerLockExtending = float64(g2-g0) / float64(max(r.Held, 1))
+	r.HeapBytesPerLockExtending = perLock(h0, h2, r.Held)
 	st := c.Stats()
 	r.Extended, r.Lost = st.Extended, st.Lost
-	r.GoroutinesPerLock = float64(g1-g0) / float64(max(r.Held, 1))
-	r.HeapBytesPerLock = perLock(h0, h1, r.Held)
 	runtime.KeepAlive(locks)
 	return r, ctx.Err()
 }
@@ -265,6 +277,12 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 		return r, err
 	}
 	defer w.Close()
+	// Its pools at full size first: connections opened while the waiters
+	// start would count as the waiters' heap.
+	if err := warm(ctx, conns, poolSize); err != nil {
+		release()
+		return r, err
+	}
 	server0 := serverPubSub(ctx, n.Clients)
 	g0, h0 := live()
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -281,9 +299,10 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 			_ = l.Release(context.WithoutCancel(ctx))
 		})
 	}
-	// Every waiter made its first attempt, and the subscriptions are open.
+	// Every waiter made its first two attempts (the second takes its place
+	// in the key's queue), and the subscriptions are open.
 	for ctx.Err() == nil && wctx.Err() == nil {
-		if w.Stats().Attempts >= uint64(count) && subscriptions(conns) > 0 {
+		if w.Stats().Attempts >= uint64(2*count) && subscriptions(conns) > 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond) // polling counters: no event to wait for
