@@ -252,9 +252,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(r.Waiters) > 0 {
 		p("\n7. Waiters on distinct keys, one Client\t\n")
-		p("\twaiters\tpub/sub conns per node\tnode pub/sub count\tgoroutines/waiter\theap B/waiter\tserved in s\terrors\t\n")
+		p("\twaiters\tqueued in s\tpub/sub conns per node\tnode pub/sub count\tgoroutines/waiter\theap B/waiter\tserved in s\terrors\tfirst error\t\n")
 		for _, w := range r.Waiters {
-			p("%s\t%d\t%d\t%d\t%.3f\t%.0f\t%.2f\t%d\t\n", w.Name, w.Waiters, w.SubscriptionsPerNode, w.ServerPubSub, w.GoroutinesPerWaiter, w.HeapBytesPerWaiter, w.ServedSeconds, w.Errors)
+			p("%s\t%d\t%.2f\t%d\t%d\t%.3f\t%.0f\t%.2f\t%d\t%s\t\n", w.Name, w.Waiters, w.ReadySeconds, w.SubscriptionsPerNode, w.ServerPubSub, w.GoroutinesPerWaiter,
+				w.HeapBytesPerWaiter, w.ServedSeconds, w.Errors, clip(w.FirstError, 60))
 		}
 	}
 	if len(r.ReleaseStorm) > 0 {

@@ -142,7 +142,8 @@ func perLock(before, after uint64, n int) float64 {
 // figure includes the extension machinery at work), measures, and releases
 // them.
 func HeldOurs(ctx context.Context, n *Nodes, count int, ttl time.Duration) (HeldResult, error) {
-	c, err := n.NewClient()
+	// A TTL longer than the default needs a restart quarantine as long.
+	c, err := n.NewClient(redlock.WithQuarantine(max(ttl, redlock.DefaultTTL)))
 	if err != nil {
 		return HeldResult{}, err
 	}
@@ -176,12 +177,12 @@ func HeldOurs(ctx context.Context, n *Nodes, count int, ttl time.Duration) (Held
 		})
 	}()
 	// Every lock is extended a third of a TTL before its expiry: wait for
-	// that, bounded by two TTLs after the last acquisition.
+	// that, bounded by a TTL after the last acquisition.
 	// Held: the cost of holding, before the first extension is due.
 	g1, h1 := live()
 	r.GoroutinesPerLock = float64(g1-g0) / float64(max(r.Held, 1))
 	r.HeapBytesPerLock = perLock(h0, h1, r.Held)
-	deadline := time.Now().Add(2 * ttl)
+	deadline := time.Now().Add(ttl)
 	for c.Stats().Extended < uint64(r.Held) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond) // polling a counter: no event to wait for
 	}
@@ -242,6 +243,9 @@ type WaitersResult struct {
 	// get their key.
 	ServedSeconds float64 `json:"served_seconds"`
 	Errors        int     `json:"errors"`
+	FirstError    string  `json:"first_error,omitempty"`
+	// ReadySeconds is how long the waiters took to be all waiting, queued.
+	ReadySeconds float64 `json:"ready_seconds"`
 }
 
 // Waiters holds count keys with one Client, starts count waiters (one per
@@ -285,15 +289,18 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 	}
 	server0 := serverPubSub(ctx, n.Clients)
 	g0, h0 := live()
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var failed atomic.Int64
+	var firstWait atomic.Pointer[string]
 	var wg sync.WaitGroup
 	for _, key := range keys {
 		wg.Go(func() {
 			l, err := w.Acquire(wctx, key)
 			if err != nil {
 				failed.Add(1)
+				msg := err.Error()
+				firstWait.CompareAndSwap(nil, &msg)
 				return
 			}
 			_ = l.Release(context.WithoutCancel(ctx))
@@ -301,12 +308,14 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 	}
 	// Every waiter made its first two attempts (the second takes its place
 	// in the key's queue), and the subscriptions are open.
+	started := time.Now()
 	for ctx.Err() == nil && wctx.Err() == nil {
 		if w.Stats().Attempts >= uint64(2*count) && subscriptions(conns) > 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond) // polling counters: no event to wait for
 	}
+	r.ReadySeconds = time.Since(started).Seconds()
 	g1, h1 := live()
 	r.SubscriptionsPerNode = subscriptions(conns)
 	if s1 := serverPubSub(ctx, n.Clients); s1 >= 0 && server0 >= 0 {
@@ -319,6 +328,9 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 	wg.Wait()
 	r.ServedSeconds = time.Since(t0).Seconds()
 	r.Errors = int(failed.Load())
+	if p := firstWait.Load(); p != nil {
+		r.FirstError = *p
+	}
 	return r, ctx.Err()
 }
 
@@ -425,8 +437,10 @@ func ReleaseStormRedsync(ctx context.Context, n *Nodes, count int) (ReleaseStorm
 	rs := redsyncadapter.New(n.OwnConnections())
 	keys := n.Keys(fmt.Sprintf("unlock-%d", count), count)
 	ms := make([]*redsync.Mutex, count)
+	// An expiry that outlasts taking them all (ours extends its own): an
+	// unlock must not meet a lock that already expired.
 	takeAll(count, acquirers, func(i int) error {
-		m, err := redsyncadapter.Lock(ctx, rs, keys[i])
+		m, err := redsyncadapter.Lock(ctx, rs, keys[i], redsync.WithExpiry(time.Minute))
 		ms[i] = m
 		return err
 	})
