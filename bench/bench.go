@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/quorumlock/quorumlock/cluster"
 	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
@@ -181,6 +182,10 @@ func cloneOptions(o *redis.Options) *redis.Options {
 		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 		MaxRetries: o.MaxRetries, PoolSize: o.PoolSize,
 		ContextTimeoutEnabled: true,
+		// Off, not auto: in auto mode, connections dialled at once race
+		// inside go-redis on the fallback when a node refuses the
+		// handshake (miniredis does), and nothing here uses it.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
 

@@ -102,13 +102,29 @@ func (r *Report) targets() []Target {
 		if rsHi != nil {
 			ref = fmt.Sprintf("redsync %.0f B/lock", rsHi.HeapBytesPerLock)
 		}
-		le(fmt.Sprintf("%d locks held, auto-extended: goroutines per lock", hi.Locks), f("%.4f", hi.GoroutinesPerLock), "redsync 0 (no extension)", math.Max(hi.GoroutinesPerLock, 0), 0.01)
-		info(fmt.Sprintf("%d locks held, once each was extended: goroutines per lock (extensions in flight)", hi.Locks), f("%.4f", hi.GoroutinesPerLockExtending), "-", hi.GoroutinesPerLockExtending)
-		if lo != nil && lo != hi && lo.HeapBytesPerLock > 0 {
-			le(fmt.Sprintf("Heap per held lock, %d ÷ %d locks (flat)", hi.Locks, lo.Locks), f("%.0f B", hi.HeapBytesPerLock)+" / "+f("%.0f B", lo.HeapBytesPerLock), ref,
-				hi.HeapBytesPerLock/lo.HeapBytesPerLock, 1.25)
+		// A negative cost means the process shed more goroutines or heap
+		// of earlier work than the locks added: the baseline moved, and
+		// the figure says nothing (embedded nodes, whose per-connection
+		// goroutines and buffers are the process's own, do that).
+		moved := func(fig, ours string) {
+			ts = append(ts, Target{Figure: fig, Ours: ours, Ref: "-", Goal: "baseline moved: not measured", Info: true})
+		}
+		fig := fmt.Sprintf("%d locks held, auto-extended: goroutines per lock", hi.Locks)
+		if hi.GoroutinesPerLock < 0 {
+			moved(fig, f("%.4f", hi.GoroutinesPerLock))
 		} else {
+			le(fig, f("%.4f", hi.GoroutinesPerLock), "redsync 0 (no extension)", hi.GoroutinesPerLock, 0.01)
+		}
+		if hi.GoroutinesPerLockExtending >= 0 {
+			info(fmt.Sprintf("%d locks held, once each was extended: goroutines per lock (extensions in flight)", hi.Locks), f("%.4f", hi.GoroutinesPerLockExtending), "-", hi.GoroutinesPerLockExtending)
+		}
+		switch fig := fmt.Sprintf("Heap per held lock, %d ÷ %d locks (flat)", hi.Locks, lo.Locks); {
+		case lo == hi:
 			info(fmt.Sprintf("Heap per held lock, %d locks", hi.Locks), f("%.0f B", hi.HeapBytesPerLock), ref, hi.HeapBytesPerLock)
+		case lo.HeapBytesPerLock <= 0 || hi.HeapBytesPerLock <= 0:
+			moved(fig, f("%.0f B", hi.HeapBytesPerLock)+" / "+f("%.0f B", lo.HeapBytesPerLock))
+		default:
+			le(fig, f("%.0f B", hi.HeapBytesPerLock)+" / "+f("%.0f B", lo.HeapBytesPerLock), ref, hi.HeapBytesPerLock/lo.HeapBytesPerLock, 1.25)
 		}
 	}
 	for _, w := range r.Waiters {
@@ -305,7 +321,11 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		case !t.Met:
 			met = "**MISSED**"
 		}
-		_, err := fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", t.Figure, t.Ours, t.Ref, fmtValue(t.Value), t.Goal, met)
+		value := fmtValue(t.Value)
+		if t.Info && t.Value == 0 && t.Ref == "-" {
+			value = "-"
+		}
+		_, err := fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", t.Figure, t.Ours, t.Ref, value, t.Goal, met)
 		if err != nil {
 			return err
 		}
