@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/quorumlock/quorumlock/cluster"
 	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
@@ -99,6 +100,32 @@ func (n *Nodes) NewClient(opts ...redlock.Option) (*redlock.Client, error) {
 	return c, nil
 }
 
+// OwnConnections returns new go-redis clients to the nodes, with the
+// options (pool size included) of the Env's clients, closed with n: the
+// connections of one more process.
+func (n *Nodes) OwnConnections() []redis.UniversalClient {
+	var out []redis.UniversalClient
+	for _, c := range n.env.Clients {
+		o := cloneOptions(c.Options())
+		rc := redis.NewClient(o)
+		n.closers = append(n.closers, rc.Close)
+		out = append(out, rc)
+	}
+	return out
+}
+
+// NewProcessClient returns a redlock.Client on connections of its own (see
+// OwnConnections), as another process would have, closed with n.
+func (n *Nodes) NewProcessClient(opts ...redlock.Option) (*redlock.Client, []redis.UniversalClient, error) {
+	conns := n.OwnConnections()
+	c, err := redlock.New(conns, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.closers = append(n.closers, c.Close)
+	return c, conns, nil
+}
+
 // Key returns a key unique to this run.
 func (n *Nodes) Key(parts ...string) string {
 	k := n.prefix
@@ -155,6 +182,10 @@ func cloneOptions(o *redis.Options) *redis.Options {
 		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 		MaxRetries: o.MaxRetries, PoolSize: o.PoolSize,
 		ContextTimeoutEnabled: true,
+		// Off, not auto: in auto mode, connections dialled at once race
+		// inside go-redis on the fallback when a node refuses the
+		// handshake (miniredis does), and nothing here uses it.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
 
@@ -165,19 +196,37 @@ func cloneOptions(o *redis.Options) *redis.Options {
 // while a raw loop without timeout does: the figures would compare dial
 // behaviour, not locking.
 func (n *Nodes) Warm(ctx context.Context, conns int) error {
-	conns = min(conns, poolSize)
-	errs := make([]error, len(n.Clients)*conns)
+	return warm(ctx, n.Clients, min(conns, poolSize))
+}
+
+// warm opens conns connections to every node through clients (each
+// client's pool size at most) and returns them to the pools.
+func warm(ctx context.Context, clients []redis.UniversalClient, conns int) error {
+	var errs []error
+	for _, c := range clients {
+		rc := c.(*redis.Client)
+		k := min(conns, rc.Options().PoolSize)
+		if k <= 0 {
+			k = conns
+		}
+		errs = append(errs, warmOne(ctx, rc, k))
+	}
+	return errors.Join(errs...)
+}
+
+func warmOne(ctx context.Context, c *redis.Client, conns int) error {
+	errs := make([]error, conns)
 	var wg sync.WaitGroup
-	for i, c := range n.Clients {
+	{
 		held := make([]*redis.Conn, conns)
 		for j := range held {
-			held[j] = c.(*redis.Client).Conn()
+			held[j] = c.Conn()
 		}
 		for j, cn := range held {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i*conns+j] = cn.Ping(ctx).Err()
+				errs[j] = cn.Ping(ctx).Err()
 			}()
 		}
 		wg.Wait()

@@ -37,19 +37,60 @@ type ContentionResult struct {
 	// Overlaps counts acquisitions that found another worker inside the
 	// critical section: it must be 0.
 	Overlaps int `json:"overlaps"`
+	// Handoffs are the acquisitions by a worker that was waiting when the
+	// previous holder began its release; HandoffP50Ms and HandoffP99Ms are
+	// the time from the start of that release to the acquisition's return.
+	Handoffs     int     `json:"handoffs"`
+	HandoffP50Ms float64 `json:"handoff_p50_ms"`
+	HandoffP99Ms float64 `json:"handoff_p99_ms"`
+}
+
+// ContentionRun says how long Contention runs: at least For, and beyond it
+// until MinAcquisitions were made, but never past Cap (0: no cap beyond
+// For). A run on a loaded machine then still has something to report.
+type ContentionRun struct {
+	For             time.Duration
+	MinAcquisitions int
+	Cap             time.Duration
 }
 
 // Contention runs workers goroutines, each taking key with its own
-// contender (from newWorker) and holding it for critical, for d. Wait is the
-// time from wanting the lock to holding it, across failed attempts.
-func Contention(ctx context.Context, name, key string, workers int, critical, d time.Duration, newWorker func(i int) Contender) ContentionResult {
-	runCtx, cancel := context.WithTimeout(ctx, d)
+// contender (from newWorker) and holding it for critical, for run.For (see
+// ContentionRun). Wait is the time from wanting the lock to holding it,
+// across failed attempts. Hand-off is the time from the start of a release
+// to the return of the acquisition of a worker that was already waiting
+// when the release began: how long the lock sat free while someone wanted
+// it.
+func Contention(ctx context.Context, name, key string, workers int, critical time.Duration, run ContentionRun, newWorker func(i int) Contender) ContentionResult {
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var inside, overlaps, failures atomic.Int64
+	var inside, overlaps, failures, total atomic.Int64
 	counts := make([]int, workers)
 	waits := make([][]time.Duration, workers)
+	handoffs := make([][]time.Duration, workers)
 	longest := make([]time.Duration, workers)
 	start := time.Now()
+	// lastRelease is when the latest release began (time since start, +1 so
+	// that 0 means none); releaser is the worker that made it.
+	var lastRelease, releaser atomic.Int64
+	go func() {
+		// Stop at For once enough acquisitions were made, else at Cap.
+		t := time.NewTicker(max(run.For/50, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+			}
+			el := time.Since(start)
+			if (el >= run.For && total.Load() >= int64(run.MinAcquisitions)) || (run.Cap > 0 && el >= max(run.Cap, run.For)) ||
+				(run.Cap <= 0 && el >= run.For) {
+				cancel()
+				return
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for w := range workers {
 		acquire := newWorker(w)
@@ -57,7 +98,7 @@ func Contention(ctx context.Context, name, key string, workers int, critical, d 
 		go func() {
 			defer wg.Done()
 			for runCtx.Err() == nil {
-				t0 := time.Now()
+				t0 := time.Since(start)
 				var release func(context.Context) error
 				for runCtx.Err() == nil {
 					r, err := acquire(runCtx, key)
@@ -69,7 +110,8 @@ func Contention(ctx context.Context, name, key string, workers int, critical, d 
 						failures.Add(1)
 					}
 				}
-				wait := time.Since(t0)
+				got := time.Since(start)
+				wait := got - t0
 				longest[w] = max(longest[w], wait)
 				if release == nil {
 					return
@@ -77,10 +119,16 @@ func Contention(ctx context.Context, name, key string, workers int, critical, d 
 				if inside.Add(1) != 1 {
 					overlaps.Add(1)
 				}
+				if rel := time.Duration(lastRelease.Load() - 1); rel > t0 && releaser.Load() != int64(w) {
+					handoffs[w] = append(handoffs[w], got-rel)
+				}
 				counts[w]++
+				total.Add(1)
 				waits[w] = append(waits[w], wait)
 				time.Sleep(critical)
 				inside.Add(-1)
+				releaser.Store(int64(w))
+				lastRelease.Store(int64(time.Since(start)) + 1)
 				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 				_ = release(rctx)
 				rcancel()
@@ -89,17 +137,19 @@ func Contention(ctx context.Context, name, key string, workers int, critical, d 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	var all []time.Duration
-	for _, ws := range waits {
-		all = append(all, ws...)
+	var all, hand []time.Duration
+	for w := range waits {
+		all = append(all, waits[w]...)
+		hand = append(hand, handoffs[w]...)
 	}
 	r := ContentionResult{
 		Name: name, Workers: workers, Seconds: elapsed.Seconds(), Acquisitions: len(all),
 		Failures: int(failures.Load()), Overlaps: int(overlaps.Load()),
-		MinPerWkr: slices.Min(counts), MaxPerWkr: slices.Max(counts),
+		MinPerWkr: slices.Min(counts), MaxPerWkr: slices.Max(counts), Handoffs: len(hand),
 	}
 	r.PerSecond = float64(r.Acquisitions) / elapsed.Seconds()
 	r.WaitP50Ms, r.WaitP99Ms = ms(stats.Quantile(all, 0.50)), ms(stats.Quantile(all, 0.99))
+	r.HandoffP50Ms, r.HandoffP99Ms = ms(stats.Quantile(hand, 0.50)), ms(stats.Quantile(hand, 0.99))
 	r.WaitMaxMs = ms(slices.Max(longest))
 	for _, c := range counts {
 		if c == 0 {

@@ -10,30 +10,48 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quorumlock/quorumlock/lab/redsyncadapter"
 	"github.com/quorumlock/quorumlock/redlock"
 )
 
 // Config sets the length of each figure. The zero value is the full run;
 // Quick returns the short one.
 type Config struct {
-	OpTime      time.Duration // per uncontended, fencing and guard measurement (default 1 s)
-	Contention  time.Duration // per contention run (default 10 s)
-	Workers     int           // contention workers (default 8)
-	Critical    time.Duration // contention critical section (default 2 ms)
-	SlowTime    time.Duration // per slow-node run (default 5 s)
-	SlowDelay   time.Duration // latency added to the slow node (default 50 ms)
-	Throughput  time.Duration // per throughput run (default 5 s)
-	Goroutines  int           // throughput goroutines (default 64)
-	Only        []string      // figures to run ("uncontended", "contention", "slow", "throughput", "fencing", "guard"); all when empty
-	Logf        func(format string, args ...any)
-	quickMarker bool
+	OpTime     time.Duration // per uncontended, fencing and guard measurement (default 1 s)
+	Contention time.Duration // per contention run (default 10 s)
+	Workers    int           // contention workers (default 8)
+	Critical   time.Duration // contention critical section (default 2 ms)
+	SlowTime   time.Duration // per slow-node run (default 5 s)
+	SlowDelay  time.Duration // latency added to the slow node (default 50 ms)
+	Throughput time.Duration // per throughput run (default 5 s)
+	Goroutines int           // throughput goroutines (default 64)
+	// MinAcquisitions keeps a contention run going past Contention until
+	// it made this many acquisitions, up to ContentionCap (default: no cap
+	// beyond Contention).
+	MinAcquisitions int
+	ContentionCap   time.Duration
+	HeldLocks       []int // held-locks figure: numbers of locks held at once (default 1000, 10000)
+	// HeldTTL is the held-locks figure's lock TTL (default 30 s). With
+	// the default 8 s, keeping 10,000 locks extended takes about 9,400
+	// requests a second to the nodes, more than five containers sharing
+	// two cores with the benchmark serve: the figure would measure the
+	// nodes' capacity (every lock lost) instead of the cost of holding.
+	HeldTTL      time.Duration
+	Waiters      int           // waiters figure: waiters on distinct keys (default 1000)
+	ReleaseLocks int           // release-storm figure: Do locks released at once (default 10000)
+	StormTime    time.Duration // contention-storm run per implementation (default 5 s)
+	StormTTL     time.Duration // contention-storm TTL, one round (default 500 ms, the lab's)
+	Only         []string      // figures to run (see Figures); all when empty
+	Logf         func(format string, args ...any)
+	quickMarker  bool
 }
 
 // Quick is a run of well under a minute.
 func Quick() Config {
 	return Config{
 		OpTime: 400 * time.Millisecond, Contention: 3 * time.Second, SlowTime: 1500 * time.Millisecond,
-		Throughput: 2 * time.Second, quickMarker: true,
+		Throughput: 2 * time.Second, HeldLocks: []int{200, 2000}, Waiters: 200, ReleaseLocks: 2000,
+		StormTime: 2 * time.Second, quickMarker: true,
 	}
 }
 
@@ -55,6 +73,18 @@ func (c Config) withDefaults() Config {
 	if c.Goroutines <= 0 {
 		c.Goroutines = 64
 	}
+	if len(c.HeldLocks) == 0 {
+		c.HeldLocks = []int{1000, 10000}
+	}
+	if c.Waiters <= 0 {
+		c.Waiters = 1000
+	}
+	if c.ReleaseLocks <= 0 {
+		c.ReleaseLocks = 10000
+	}
+	def(&c.HeldTTL, 30*time.Second)
+	def(&c.StormTime, 5*time.Second)
+	def(&c.StormTTL, 500*time.Millisecond)
 	return c
 }
 
@@ -77,7 +107,7 @@ func (c Config) logf(format string, args ...any) {
 }
 
 // Figures lists the names Config.Only accepts.
-var Figures = []string{"uncontended", "contention", "slow", "throughput", "fencing", "guard"}
+var Figures = []string{"uncontended", "contention", "slow", "throughput", "fencing", "guard", "held", "waiters", "release", "storm"}
 
 // Report is the outcome of Run.
 type Report struct {
@@ -88,13 +118,22 @@ type Report struct {
 	GOMAXPROCS  int                `json:"gomaxprocs"`
 	Started     time.Time          `json:"started"`
 	Seconds     float64            `json:"seconds"`
+	Critical    time.Duration      `json:"critical_ns"`
 	Uncontended []OpResult         `json:"uncontended,omitempty"`
 	Contention  []ContentionResult `json:"contention,omitempty"`
 	SlowNode    []LatencyResult    `json:"slow_node,omitempty"`
 	Throughput  []ThroughputResult `json:"throughput,omitempty"`
 	Fencing     []OpResult         `json:"fencing,omitempty"`
 	Guard       []OpResult         `json:"guard,omitempty"`
-	Targets     []Target           `json:"targets,omitempty"`
+	// RTT is the nodes' round trip, measured with the contention figure:
+	// the unit of the hand-off target.
+	RTT          *RTTResult           `json:"rtt,omitempty"`
+	Held         []HeldResult         `json:"held,omitempty"`
+	Waiters      []WaitersResult      `json:"waiters,omitempty"`
+	ReleaseStorm []ReleaseStormResult `json:"release_storm,omitempty"`
+	Storm        []StormResult        `json:"storm,omitempty"`
+	StormTTL     time.Duration        `json:"storm_ttl_ns,omitempty"`
+	Targets      []Target             `json:"targets,omitempty"`
 }
 
 // Names of the contenders in the report.
@@ -102,9 +141,12 @@ const (
 	NameOurs          = "quorumlock"
 	NameOursPerWorker = "quorumlock, Client per worker"
 	NameRedsync       = "redsync"
-	NameRedsyncFast   = "redsync WithFailFast"
-	NameRaw           = "raw floor"
-	NameOursAllFast   = "quorumlock, all nodes fast"
+	// NameRedsyncPerWorker is redsync with connections of its own per
+	// worker: the other side of NameOursPerWorker.
+	NameRedsyncPerWorker = "redsync, connections per worker"
+	NameRedsyncFast      = "redsync WithFailFast"
+	NameRaw              = "raw floor"
+	NameOursAllFast      = "quorumlock, all nodes fast"
 	// NameOursAllFastIdle is all nodes fast with the idle gaps of the slow
 	// run between acquisitions: the reference of the slow-node target.
 	NameOursAllFastIdle = "quorumlock, all fast, idle gaps"
@@ -131,7 +173,7 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 	defer n.Close()
 	rep := &Report{
 		Label: env.Label, Nodes: len(env.Clients), Quick: quick, GoVersion: runtime.Version(),
-		GOMAXPROCS: runtime.GOMAXPROCS(0), Started: time.Now(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), Started: time.Now(), Critical: cfg.Critical,
 	}
 	steps := []struct {
 		fig string
@@ -143,6 +185,10 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 		{"throughput", runThroughput},
 		{"fencing", runFencing},
 		{"guard", runGuard},
+		{"held", runHeld},
+		{"waiters", runWaiters},
+		{"release", runReleaseStorm},
+		{"storm", runStorm},
 	}
 	for _, s := range steps {
 		if !cfg.runs(s.fig) {
@@ -172,21 +218,77 @@ func runUncontended(ctx context.Context, n *Nodes, cfg Config, rep *Report) erro
 }
 
 func runContention(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	rtt, err := RoundTrip(ctx, n.Clients, 200)
+	if err != nil {
+		return err
+	}
+	rep.RTT = &rtt
+	// A worker of the per-worker rows is a process: a Client (or a
+	// Redsync) with go-redis connections of its own.
 	perWorker := make([]Contender, cfg.Workers)
+	rsPerWorker := make([]Contender, cfg.Workers)
 	for i := range perWorker {
-		c, err := n.NewClient()
+		c, _, err := n.NewProcessClient()
 		if err != nil {
 			return err
 		}
 		perWorker[i] = OursContender(c)
+		rsPerWorker[i] = RedsyncContender(redsyncadapter.New(n.OwnConnections()))
 	}
 	shared := OursContender(n.Ours)
 	rs := RedsyncContender(n.Redsync)
+	run := ContentionRun{For: cfg.Contention, MinAcquisitions: cfg.MinAcquisitions, Cap: cfg.ContentionCap}
+	one := func(name, key string, w func(int) Contender) ContentionResult {
+		return Contention(ctx, name, n.Key("contention", key), cfg.Workers, cfg.Critical, run, w)
+	}
 	rep.Contention = append(rep.Contention,
-		Contention(ctx, NameOurs, n.Key("contention", "ours"), cfg.Workers, cfg.Critical, cfg.Contention, func(int) Contender { return shared }),
-		Contention(ctx, NameOursPerWorker, n.Key("contention", "ours-per-worker"), cfg.Workers, cfg.Critical, cfg.Contention, func(i int) Contender { return perWorker[i] }),
-		Contention(ctx, NameRedsync, n.Key("contention", "redsync"), cfg.Workers, cfg.Critical, cfg.Contention, func(int) Contender { return rs }),
+		one(NameOurs, "ours", func(int) Contender { return shared }),
+		one(NameRedsync, "redsync", func(int) Contender { return rs }),
+		one(NameOursPerWorker, "ours-per-worker", func(i int) Contender { return perWorker[i] }),
+		one(NameRedsyncPerWorker, "redsync-per-worker", func(i int) Contender { return rsPerWorker[i] }),
 	)
+	return nil
+}
+
+func runHeld(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	for _, count := range cfg.HeldLocks {
+		for _, f := range []func(context.Context, *Nodes, int, time.Duration) (HeldResult, error){HeldOurs, HeldRedsync} {
+			h, err := f(ctx, n, count, cfg.HeldTTL)
+			if err != nil {
+				return err
+			}
+			rep.Held = append(rep.Held, h)
+		}
+	}
+	return nil
+}
+
+func runWaiters(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	w, err := Waiters(ctx, n, cfg.Waiters)
+	if err != nil {
+		return err
+	}
+	rep.Waiters = append(rep.Waiters, w)
+	return nil
+}
+
+func runReleaseStorm(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	for _, f := range []func(context.Context, *Nodes, int) (ReleaseStormResult, error){ReleaseStormOurs, ReleaseStormRedsync} {
+		r, err := f(ctx, n, cfg.ReleaseLocks)
+		if err != nil {
+			return err
+		}
+		rep.ReleaseStorm = append(rep.ReleaseStorm, r)
+	}
+	return nil
+}
+
+func runStorm(ctx context.Context, n *Nodes, cfg Config, rep *Report) error {
+	res, err := Storm(ctx, n, cfg.StormTime, cfg.StormTTL)
+	if err != nil {
+		return err
+	}
+	rep.Storm, rep.StormTTL = res, cfg.StormTTL
 	return nil
 }
 

@@ -123,7 +123,7 @@ func BenchmarkContention(b *testing.B) {
 	const workers, critical = 8, 2 * time.Millisecond
 	perWorker := make([]bench.Contender, workers)
 	for i := range perWorker {
-		c, err := n.NewClient()
+		c, _, err := n.NewProcessClient() // a process: a Client and connections of its own
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -140,12 +140,12 @@ func BenchmarkContention(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			once(b, func() map[string]float64 {
-				r := bench.Contention(context.Background(), c.name, n.Key("contention", c.name), workers, critical, d, c.worker)
+				r := bench.Contention(context.Background(), c.name, n.Key("contention", c.name), workers, critical, bench.ContentionRun{For: d}, c.worker)
 				if r.Overlaps != 0 {
 					b.Errorf("%d overlapping holders", r.Overlaps)
 				}
 				return map[string]float64{"acq/s": r.PerSecond, "wait-p50-ms": r.WaitP50Ms, "wait-p99-ms": r.WaitP99Ms,
-					"wait-max-ms": r.WaitMaxMs, "fairness": r.Fairness}
+					"wait-max-ms": r.WaitMaxMs, "fairness": r.Fairness, "handoff-p50-ms": r.HandoffP50Ms, "handoff-p99-ms": r.HandoffP99Ms}
 			})
 		})
 	}
@@ -211,13 +211,16 @@ func TestBenchSmoke(t *testing.T) {
 		OpTime: 100 * time.Millisecond, Contention: 300 * time.Millisecond, Workers: 4,
 		SlowTime: 100 * time.Millisecond, SlowDelay: 20 * time.Millisecond,
 		Throughput: 200 * time.Millisecond, Goroutines: 8,
+		HeldLocks: []int{20, 40}, HeldTTL: 1500 * time.Millisecond, Waiters: 20, ReleaseLocks: 40,
+		StormTime: 1200 * time.Millisecond, StormTTL: 300 * time.Millisecond,
 	}
-	rep, err := bench.Run(ctxFor(t, time.Minute), bench.ClusterEnv(c), cfg)
+	rep, err := bench.Run(ctxFor(t, 3*time.Minute), bench.ClusterEnv(c), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Uncontended) == 0 || len(rep.Contention) == 0 || len(rep.SlowNode) == 0 || len(rep.Throughput) == 0 ||
-		len(rep.Fencing) == 0 || len(rep.Guard) == 0 {
+		len(rep.Fencing) == 0 || len(rep.Guard) == 0 || len(rep.Held) == 0 || len(rep.Waiters) == 0 ||
+		len(rep.ReleaseStorm) == 0 || len(rep.Storm) == 0 || len(rep.Targets) == 0 {
 		t.Fatalf("report misses figures: %+v", rep)
 	}
 	for _, r := range rep.Contention {

@@ -163,3 +163,32 @@ func (r *Results) Failures(impl string) []string {
 	}
 	return out
 }
+
+// DegradedBeside lists the scenarios in which impl's outcome was degraded
+// (availability under the scenario's floor) while ref's, in the same run,
+// was not. A scenario where ref did not run, was skipped or broke off is not
+// listed: there is nothing to compare with.
+func (r *Results) DegradedBeside(impl, ref string) []string {
+	var out []string
+	for _, s := range r.Scenarios {
+		var mine, theirs *Outcome
+		for i := range s.Outcomes {
+			o := &s.Outcomes[i]
+			if o.Skipped != "" || o.Err != "" {
+				continue
+			}
+			switch o.Impl {
+			case impl:
+				mine = o
+			case ref:
+				theirs = o
+			}
+		}
+		if mine == nil || theirs == nil || len(mine.Verdict.Degraded) == 0 || len(theirs.Verdict.Degraded) > 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: %s (%s %.0f%%, %s %.0f%%)", s.Name, strings.Join(mine.Verdict.Degraded, ", "),
+			impl, 100*mine.Check.Availability, ref, 100*theirs.Check.Availability))
+	}
+	return out
+}

@@ -80,16 +80,24 @@ type Round[T any] struct {
 	n, need int
 	ctx     context.Context // the calls' context: the caller's, with the call deadline
 	cancel  context.CancelFunc
-	dctx    context.Context // ends at the decision deadline (ctx when the same)
-	dcancel context.CancelFunc
+	// decideAt is the decision deadline when it comes before the call
+	// deadline (zero otherwise: ctx's end is the decision deadline). It is
+	// kept as an instant, not as a second context, which would cost a
+	// context, a timer and a child registration on ctx in every round.
+	decideAt time.Time
 
 	mu      sync.Mutex
 	votes   []Vote[T]
-	yes, no int // no counts No and Failed: votes that cannot become yes
+	small   [smallRound]Vote[T] // votes' storage for the usual handful of nodes
+	yes, no int                 // no counts No and Failed: votes that cannot become yes
 	got     int
 	decided chan struct{} // closed once enough votes are in either way
 	done    chan struct{} // closed once every call has returned
 }
+
+// smallRound is the number of nodes whose votes are kept inside the Round
+// itself, saving an allocation per round.
+const smallRound = 7
 
 // Start runs op on nodes 0..n-1 concurrently within b and returns at once.
 // The decision needs a majority of n.
@@ -102,9 +110,13 @@ func StartNeed[T any](ctx context.Context, n, need int, b Bounds, op Op[T]) *Rou
 	r := &Round[T]{
 		n:       n,
 		need:    need,
-		votes:   make([]Vote[T], n),
 		decided: make(chan struct{}),
 		done:    make(chan struct{}),
+	}
+	if n <= smallRound {
+		r.votes = r.small[:n:n]
+	} else {
+		r.votes = make([]Vote[T], n)
 	}
 	if b.Decide > 0 && b.Call > 0 && b.Call < b.Decide {
 		b.Call = b.Decide
@@ -114,9 +126,8 @@ func StartNeed[T any](ctx context.Context, n, need int, b Bounds, op Op[T]) *Rou
 	} else {
 		r.ctx, r.cancel = context.WithCancel(ctx)
 	}
-	r.dctx, r.dcancel = r.ctx, r.cancel
 	if b.Decide > 0 && (b.Call <= 0 || b.Decide < b.Call) {
-		r.dctx, r.dcancel = context.WithTimeout(r.ctx, b.Decide)
+		r.decideAt = time.Now().Add(b.Decide)
 	}
 	for i := range r.votes {
 		r.votes[i].Node = i
@@ -124,7 +135,6 @@ func StartNeed[T any](ctx context.Context, n, need int, b Bounds, op Op[T]) *Rou
 	if n == 0 {
 		close(r.decided)
 		close(r.done)
-		r.dcancel()
 		r.cancel()
 		return r
 	}
@@ -161,8 +171,7 @@ func (r *Round[T]) run(i int, op Op[T]) {
 	r.mu.Unlock()
 	if last {
 		close(r.done)
-		r.dcancel() // releases the deadlines' timers
-		r.cancel()
+		r.cancel() // releases the deadline's timer
 	}
 }
 
@@ -192,9 +201,20 @@ func (r *Round[T]) Decide() Decision {
 // then, and the decision describes the votes in so far.
 func (r *Round[T]) DecideOr(stop <-chan struct{}) (d Decision, ok bool) {
 	ok = true
+	var expired <-chan time.Time
 	select {
 	case <-r.decided:
-	case <-r.dctx.Done():
+	default:
+		if !r.decideAt.IsZero() {
+			t := time.NewTimer(time.Until(r.decideAt))
+			defer t.Stop()
+			expired = t.C
+		}
+	}
+	select {
+	case <-r.decided:
+	case <-r.ctx.Done():
+	case <-expired:
 	case <-stop:
 		select {
 		case <-r.decided:
@@ -239,7 +259,7 @@ func (r *Round[T]) Expired() bool {
 	case <-r.done:
 		return false
 	default:
-		return r.dctx.Err() != nil
+		return r.ctx.Err() != nil || (!r.decideAt.IsZero() && !time.Now().Before(r.decideAt))
 	}
 }
 

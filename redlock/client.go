@@ -27,13 +27,16 @@ type Client struct {
 	cfg      clientConfig // as the options set it; per-lock options start from it
 	ns       nodeSettings
 	defaults settings // the default lock settings, resolved
-	clk      clock.Clock
-	log      *notes
-	queues   keyQueues
-	waker    *waker
-	keeper   *keeper
-	stats    counters
-	meters   *meters
+	// defaultArgs are settingsArgs of the defaults, boxed once for every
+	// request made without lock options.
+	defaultArgs *[18]any
+	clk         clock.Clock
+	log         *notes
+	queues      keyQueues
+	waker       *waker
+	keeper      *keeper
+	stats       counters
+	meters      *meters
 
 	idMu   sync.Mutex
 	runIDs map[string]int // server run id → node index, to find one server listed twice
@@ -89,6 +92,8 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		runIDs:   make(map[string]int),
 		done:     make(chan struct{}),
 	}
+	args := settingsArgs(ns, defaults)
+	c.defaultArgs = &args
 	for i, rdb := range nodes {
 		if rdb == nil {
 			return nil, fmt.Errorf("redlock: node %d is nil", i)

@@ -25,7 +25,9 @@ type release struct {
 // there. Deletes are bounded by the node timeout, not by any caller's ctx.
 func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string) release {
 	votes := acq.Collect()
-	var now, later []int
+	// One allocation for both lists: each has at most one entry per node.
+	buf := make([]int, 0, 2*len(votes))
+	now, later := buf[:0:len(votes)], buf[len(votes):len(votes)]
 	for _, v := range votes {
 		switch {
 		case v.Outcome == quorum.Pending:
@@ -34,7 +36,8 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 			now = append(now, v.Node)
 		}
 	}
-	rel := release{r: c.startRelease(req, token, now, announce, holder), nodes: now}
+	args := c.releaseArgs(token, announce, holder)
+	rel := release{r: c.startRelease(req, args, now), nodes: now}
 	rel.done = rel.r.Done()
 	if len(later) > 0 {
 		done := make(chan struct{})
@@ -50,30 +53,48 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 				}
 			}
 			if len(hold) > 0 {
-				c.startRelease(req, token, hold, announce, holder).Wait()
+				c.startRelease(req, args, hold).Wait()
 			}
 		})
 	}
 	return rel
 }
 
-// startRelease deletes the key from the given nodes where it still holds
-// token; votes are indexed like nodes and say whether the key was there. A
-// delete that fails (a timeout, a broken connection) is tried again in the
-// background, twice at most: a key left behind blocks every other client
-// for the rest of its TTL.
-func (c *Client) startRelease(req *request, token string, nodes []int, announce bool, holder string) *quorum.Round[bool] {
-	channel, head := "", "0"
+// releaseArgs are the release script's per-lock arguments (ARGV), boxed
+// once for the release's rounds: the token, the channel to announce on
+// ("" for none), whether the announcement names the queue's head, and the
+// holder's place in the queue.
+type releaseArgs struct{ token, channel, head, holder any }
+
+// Boxed constants of the release script's arguments.
+var (
+	argEmpty    any = ""
+	argZero     any = "0"
+	argOne      any = "1"
+	argReleased any = releasedChannel
+)
+
+func (c *Client) releaseArgs(token string, announce bool, holder string) releaseArgs {
+	a := releaseArgs{token: token, channel: argEmpty, head: argZero, holder: argEmpty}
 	if announce {
-		channel = releasedChannel
+		a.channel = argReleased
 		if c.ns.fair {
-			head = "1"
+			a.head = argOne
 		}
 	}
-	if !c.ns.fair {
-		holder = ""
+	if c.ns.fair && holder != "" {
+		a.holder = holder
 	}
-	del := releaseScript.calls(len(nodes), 3, req.keyArg, req.queue, req.queueExp, token, channel, head, holder)
+	return a
+}
+
+// startRelease deletes the key from the given nodes where it still holds
+// the token; votes are indexed like nodes and say whether the key was
+// there. A delete that fails (a timeout, a broken connection) is tried
+// again in the background, twice at most: a key left behind blocks every
+// other client for the rest of its TTL.
+func (c *Client) startRelease(req *request, a releaseArgs, nodes []int) *quorum.Round[bool] {
+	del := releaseScript.calls(len(nodes), 3, req.keyArg, req.queue, req.queueExp, a.token, a.channel, a.head, a.holder)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
 		defer c.bg.done()

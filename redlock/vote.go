@@ -101,24 +101,53 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 			return nil, err
 		}
 	}
-	r := &request{key: key, s: s, keyArg: key, ttlMs: strconv.FormatInt(s.ttl.Milliseconds(), 10)}
+	r := &request{key: key, s: s, keyArg: key}
+	// The settings' arguments are the same for every request with the
+	// Client's defaults: those come boxed once, from the Client.
+	if len(opts) > 0 || c.defaultArgs == nil {
+		r.acquire = settingsArgs(c.ns, s)
+	} else {
+		r.acquire = *c.defaultArgs
+	}
+	r.ttlMs = r.acquire[acquireTTLms]
 	// Without fencing (or a queue) the script is given the lock key in the
 	// counter's (the queue's) place, and the names are not built.
-	fenceKey, fenceFlag := r.keyArg, "0"
+	r.acquire[1], r.acquire[2] = r.keyArg, r.keyArg
 	if s.fencing {
-		fenceKey, fenceFlag = fencePrefix+key, "1"
+		r.acquire[2] = fencePrefix + key
 	}
 	r.queue, r.queueExp = r.keyArg, r.keyArg
-	fairFlag := "0"
 	if c.ns.fair {
-		r.queue, r.queueExp, fairFlag = queuePrefix+key, queueExpPrefix+key, "1"
+		// Both names in one string: one allocation instead of two.
+		both := queuePrefix + key + queueExpPrefix + key
+		q := len(queuePrefix) + len(key)
+		r.queue, r.queueExp = both[:q], both[q:]
 	}
-	r.acquire = [...]any{
-		6, r.keyArg, fenceKey, sentinelKey, runIDKey, r.queue, r.queueExp,
-		nil, r.ttlMs, nil, c.ns.maxSkew.Milliseconds(), c.ns.quarantine.Milliseconds(), fenceFlag,
+	r.acquire[5], r.acquire[6] = r.queue, r.queueExp
+	return r, nil
+}
+
+// acquireTTLms is the position of the TTL in ms, as a string, in
+// request.acquire (ARGV[2]).
+const acquireTTLms = 8
+
+// settingsArgs returns the acquisition script's arguments that depend on
+// the settings only, boxed; the key-dependent ones (positions 1, 2, 5, 6)
+// and the per-attempt ones are left for the request and the attempt.
+func settingsArgs(ns nodeSettings, s settings) [18]any {
+	fenceFlag := "0"
+	if s.fencing {
+		fenceFlag = "1"
+	}
+	fairFlag := "0"
+	if ns.fair {
+		fairFlag = "1"
+	}
+	return [...]any{
+		6, nil, nil, sentinelKey, runIDKey, nil, nil,
+		nil, strconv.FormatInt(s.ttl.Milliseconds(), 10), nil, ns.maxSkew.Milliseconds(), ns.quarantine.Milliseconds(), fenceFlag,
 		s.requestTimeout.Milliseconds(), "", "0", s.ttl.Milliseconds(), fairFlag,
 	}
-	return r, nil
 }
 
 // bounds are the time limits of the request's rounds: decided at the node

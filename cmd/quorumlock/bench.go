@@ -33,11 +33,21 @@ on every node at once plus a token-checked delete) in one process against the
 same Redis nodes and prints one table per figure with ratios to redsync:
 
   1. uncontended Acquire+Release: ns/op, B/op, allocs/op
-  2. contention: workers on one key holding it briefly: acquisitions/s,
-     wait p50/p99/max, fairness (max/min acquisitions per worker)
+  2. contention: workers on one key holding it briefly, as goroutines of
+     one Client and as processes (a Client and connections each):
+     acquisitions/s, wait p50/p99/max, fairness (max/min acquisitions per
+     worker), hand-off latency (a release begins → the next waiter holds),
+     beside the nodes' round trip
   3. one slow node (latency through the proxy): Acquire p50/p99
   4. throughput: goroutines on distinct keys: acquisitions/s
   5. cost of WithFencing, and of a guarded client (redlock.Guard) per command
+  6. many locks held at once with auto-extension: goroutines and heap per lock
+  7. many waiters on distinct keys: pub/sub connections per node
+  8. many Do locks released at the same instant: releases that failed
+  9. the lab's contention-storm on these nodes: availability
+
+It ends with a Markdown table of every target: quorumlock's figure,
+redsync's from the same run, the ratio and the goal, met or MISSED.
 
 Nodes are docker containers by default (image from docker/build.sh),
 miniredis servers in this process with --embedded, or existing servers with
@@ -87,6 +97,11 @@ servers' own allocations, since they run in this process.`,
 	f.DurationVar(&cfg.SlowDelay, "slow-delay", 50*time.Millisecond, "latency added to the slow node")
 	f.DurationVar(&cfg.Throughput, "throughput", 5*time.Second, "duration of each throughput run")
 	f.IntVar(&cfg.Goroutines, "goroutines", 64, "throughput goroutines")
+	f.IntSliceVar(&cfg.HeldLocks, "held", []int{1000, 10000}, "numbers of locks held at once, comma-separated")
+	f.IntVar(&cfg.Waiters, "waiters", 1000, "waiters on distinct keys")
+	f.IntVar(&cfg.ReleaseLocks, "release-locks", 10000, "Do locks released at the same instant")
+	f.DurationVar(&cfg.StormTime, "storm-time", 5*time.Second, "duration of the contention-storm per implementation")
+	f.DurationVar(&cfg.StormTTL, "storm-ttl", 500*time.Millisecond, "TTL (one round) of the contention-storm")
 	return cmd
 }
 
@@ -106,7 +121,18 @@ func mergeQuick(cmd *cobra.Command, set bench.Config) bench.Config {
 	keep("slow-time", &q.SlowTime, set.SlowTime)
 	keep("slow-delay", &q.SlowDelay, set.SlowDelay)
 	keep("throughput", &q.Throughput, set.Throughput)
+	keep("storm-time", &q.StormTime, set.StormTime)
+	keep("storm-ttl", &q.StormTTL, set.StormTTL)
 	q.Workers, q.Goroutines = set.Workers, set.Goroutines
+	if f.Changed("held") {
+		q.HeldLocks = set.HeldLocks
+	}
+	if f.Changed("waiters") {
+		q.Waiters = set.Waiters
+	}
+	if f.Changed("release-locks") {
+		q.ReleaseLocks = set.ReleaseLocks
+	}
 	return q
 }
 

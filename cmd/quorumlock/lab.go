@@ -25,6 +25,12 @@ import (
 // violation its scenario says must not happen.
 const exitLabUnsafe = 3
 
+// exitLabDegraded is the status of `quorumlock lab` when quorumlock's
+// availability fell under a scenario's floor where redsync's, in the same
+// run, did not: not a safety failure, but a regression against the library
+// it replaces.
+const exitLabDegraded = 4
+
 func init() { subcommands = append(subcommands, newLabCmd) }
 
 // labConfig is what `lab` needs; the command fills it from flags, tests
@@ -63,7 +69,9 @@ docker/build.sh); --nodes runs against existing servers, where only network faul
 lock and fencing keys to the nodes: never point it at nodes in use.
 
 Exit status: 0 when every outcome matched its expectation or showed less than expected,
-3 when quorumlock showed a violation its scenario rules out, 1 on other errors.`,
+3 when quorumlock showed a violation its scenario rules out, 4 when quorumlock was
+degraded (availability under the scenario's floor) where redsync was not, 1 on other
+errors.`,
 		Example: `  quorumlock lab
   quorumlock lab --scenario restart-now,clock-jump --seed 7
   quorumlock lab --backend docker --duration 10s --ttl 2s
@@ -179,7 +187,8 @@ func runLab(ctx context.Context, cfg labConfig) error {
 }
 
 // labStatus is the command's verdict on a finished run: exitLabUnsafe when
-// quorumlock showed what a scenario rules out, an error when runs broke off.
+// quorumlock showed what a scenario rules out, an error when runs broke off,
+// exitLabDegraded when quorumlock was degraded where redsync was not.
 func labStatus(res *lab.Results) error {
 	if f := res.Failures("quorumlock"); len(f) > 0 {
 		return &exitError{code: exitLabUnsafe, err: fmt.Errorf("quorumlock showed what its scenarios rule out: %s", strings.Join(f, "; "))}
@@ -194,6 +203,9 @@ func labStatus(res *lab.Results) error {
 	}
 	if len(broken) > 0 {
 		return fmt.Errorf("%d runs broke off: %s", len(broken), strings.Join(broken, "; "))
+	}
+	if d := res.DegradedBeside("quorumlock", "redsync"); len(d) > 0 {
+		return &exitError{code: exitLabDegraded, err: fmt.Errorf("quorumlock was degraded where redsync was not: %s", strings.Join(d, "; "))}
 	}
 	return nil
 }

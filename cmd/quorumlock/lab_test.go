@@ -109,6 +109,7 @@ func TestLabStatus(t *testing.T) {
 		return lab.Outcome{Impl: impl, Verdict: v, Err: errText}
 	}
 	unexpected := lab.Verdict{Unexpected: []string{"violations"}}
+	degraded := lab.Verdict{Degraded: []string{"availability 3% < 50%"}}
 	tests := []struct {
 		name     string
 		outcomes []lab.Outcome
@@ -118,6 +119,12 @@ func TestLabStatus(t *testing.T) {
 		{"redsync unsafe is a finding, not a failure", []lab.Outcome{outcome("redsync", unexpected, "")}, 0},
 		{"quorumlock unsafe", []lab.Outcome{outcome("quorumlock", unexpected, ""), outcome("redsync", lab.Verdict{}, "")}, exitLabUnsafe},
 		{"a run broke off", []lab.Outcome{outcome("redsync", lab.Verdict{}, "docker went away")}, -1},
+		{"quorumlock degraded where redsync is not", []lab.Outcome{outcome("quorumlock", degraded, ""), outcome("redsync", lab.Verdict{}, "")}, exitLabDegraded},
+		{"both degraded", []lab.Outcome{outcome("quorumlock", degraded, ""), outcome("redsync", degraded, "")}, 0},
+		{"redsync degraded alone", []lab.Outcome{outcome("quorumlock", lab.Verdict{}, ""), outcome("redsync", degraded, "")}, 0},
+		{"quorumlock degraded, redsync broke off", []lab.Outcome{outcome("quorumlock", degraded, ""), outcome("redsync", lab.Verdict{}, "gone")}, -1},
+		{"quorumlock degraded, redsync skipped", []lab.Outcome{outcome("quorumlock", degraded, ""), {Impl: "redsync", Skipped: "no fencing"}}, 0},
+		{"unsafe outranks degraded", []lab.Outcome{outcome("quorumlock", lab.Verdict{Unexpected: []string{"violations"}, Degraded: degraded.Degraded}, ""), outcome("redsync", lab.Verdict{}, "")}, exitLabUnsafe},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
