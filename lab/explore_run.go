@@ -385,6 +385,14 @@ func (e *explorer) allClients() []int {
 	return out
 }
 
+// clientsOf lists the clients a partition cuts the nodes off.
+func (e *explorer) clientsOf(f Fault) []int {
+	if f.Client == EveryClient {
+		return e.allClients()
+	}
+	return []int{f.Client}
+}
+
 func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 	switch f.Kind {
 	case CrashEmpty, CrashDelayed, CrashAOF, CrashLossy:
@@ -403,7 +411,7 @@ func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Pause(ctx) })
 	case Partition:
 		for _, n := range f.Nodes {
-			e.cutFrom([]int{f.Client}, n, true)
+			e.cutFrom(e.clientsOf(f), n, true)
 		}
 	case Latency:
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Latency(ctx, f.Amount, f.Amount/5) })
@@ -459,9 +467,13 @@ func (e *explorer) revert(f Fault, start time.Duration) {
 		e.setDown(f, false)
 	case Partition:
 		for _, n := range f.Nodes {
-			e.cutFrom([]int{f.Client}, n, false)
+			e.cutFrom(e.clientsOf(f), n, false)
 		}
-		name += fmt.Sprintf(" from client %d", f.Client)
+		if f.Client == EveryClient {
+			name += " from every client"
+		} else {
+			name += fmt.Sprintf(" from client %d", f.Client)
+		}
 	case Latency:
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.ClearLatency(ctx) })
 	case ClockJump:
