@@ -246,7 +246,10 @@ func newExploreCmd() *cobra.Command {
 with AOF, or losing the last second of writes; pauses; partitions of a minority from one
 client; latency; clock jumps and drift; clients paused past their validity; Bootstrap
 called while nodes restart; a fresh client acquiring with a short deadline while a node
-hangs), runs it with every implementation on fresh nodes at the same time, under a
+hangs). Two schedules in three open with a rotation: a minority cut off from every
+client, a node of the remaining bare majority restarted empty, then either the rest of
+that majority hung past the quarantine, or a Bootstrap followed by a fresh client. It
+runs each schedule with every implementation on fresh nodes at the same time, under a
 workload on three keys (holders; fenced writers through redlock.FencedSet to a separate
 store; a lock-protected counter), and checks: overlapping holders, locks returned already
 expired, fence tokens not increasing in the real-time order of acquisition, stale writes
