@@ -27,7 +27,7 @@ type hit func(ctx context.Context, r *run, victim int) (wait func() error, err e
 func attack(name, title, desc, expect string, want func(string) Expectation, spec FleetSpec, h hit, losesKey bool, guard string) Scenario {
 	return Scenario{Name: name, Title: title, Description: desc, Expect: expect, Want: want, Fleet: spec, once: true,
 		run:   func(ctx context.Context, r *run) error { return r.attack(ctx, h, losesKey) },
-		judge: func(impl string, a *AttackRecord, v *Verdict) { judgeAttack(impl, guard, a, v) }}
+		judge: func(impl string, o *Outcome) { judgeAttack(impl, guard, o.Attack, &o.Verdict) }}
 }
 
 // Guards that must refuse the victim's vote in an attack.

@@ -63,7 +63,7 @@ type Fault struct {
 	ID     int           `json:"id"` // position in the generated schedule; --drop names it
 	Kind   FaultKind     `json:"kind"`
 	Nodes  []int         `json:"nodes,omitempty"`
-	Client int           `json:"client"` // Partition, ClientPause, ColdClient: the client it concerns
+	Client int           `json:"client"` // Partition (or EveryClient), ClientPause, ColdClient: the client it concerns
 	At     time.Duration `json:"at_ns"`
 	For    time.Duration `json:"for_ns"` // how long it lasts (crash: down time; cold client: its deadline)
 	// Amount is the clock jump, the latency, or the pause past the validity.
@@ -75,6 +75,11 @@ type Fault struct {
 	// Outside is true when the fault leaves the documented fault model.
 	Outside bool `json:"outside,omitempty"`
 }
+
+// EveryClient as a partition's Client cuts the nodes off every client of
+// the workload: a network split of those nodes (operators' tools still reach
+// them).
+const EveryClient = -1
 
 // End is when the fault stops counting against the fault model: a node that
 // lost its lock keys counts until it served its quarantine.
@@ -94,7 +99,11 @@ func (f Fault) String() string {
 	}
 	switch f.Kind {
 	case Partition:
-		fmt.Fprintf(&b, " from client %d", f.Client)
+		if f.Client == EveryClient {
+			b.WriteString(" from every client")
+		} else {
+			fmt.Fprintf(&b, " from client %d", f.Client)
+		}
 	case ClientPause, ColdClient:
 		fmt.Fprintf(&b, " client %d", f.Client)
 	}
@@ -215,6 +224,16 @@ func Generate(seed uint64, o GenOptions) Schedule {
 	want := 1 + rng.IntN(maxFaults)
 	ttl := o.TTL
 	span := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
+	// Two schedules in three open with a rotation (see rotation), an
+	// overlap of faults that random draws meet too rarely for a short
+	// budget to find.
+	if maxFaults >= 3 && o.Nodes >= 3 && allows(kinds, Partition) && allows(kinds, Pause) && allows(kinds, CrashEmpty) && rng.IntN(3) > 0 {
+		s.Faults = rotation(rng, o, allows(kinds, Bootstrap), allows(kinds, ColdClient) && maxFaults >= 4)
+		want = max(want, len(s.Faults))
+		for _, f := range s.Faults {
+			s.Outside = s.Outside || f.Outside
+		}
+	}
 	for tries := 0; len(s.Faults) < want && tries < 50*want; tries++ {
 		f := Fault{Kind: kinds[rng.IntN(len(kinds))], At: span(o.Duration/20, o.Duration*3/5)}
 		k := 1
@@ -341,6 +360,66 @@ func Generate(seed uint64, o GenOptions) Schedule {
 	}
 	slices.SortStableFunc(s.Faults, func(a, b Fault) int { return cmp.Compare(a.At, b.At) })
 	return s
+}
+
+func allows(kinds []FaultKind, k FaultKind) bool { return slices.Contains(kinds, k) }
+
+// rotation is a majority that moves across a node that lost its data, the
+// shape of defects 1 and 3 of issue #10. A minority A is cut off from every
+// client of the workload for over a TTL, so every lock taken meanwhile lives
+// on the other nodes, a bare majority, and nothing of before is left on A
+// (a cut, not a hang: a hung node would serve the votes queued meanwhile
+// when it resumes). One node x of that majority is killed and comes back
+// empty. Then either:
+//   - A is reachable again and the rest R of the majority hangs: the next
+//     majority, x and A, remembers neither the locks nor the fence counters
+//     of the meantime; only the quarantine and the fence tokens' clock floor
+//     keep it safe;
+//   - or an operator bootstraps the nodes and starts a fresh process
+//     (`quorumlock run --bootstrap` does both) that sees every node and asks
+//     for the lock at once, while the workload's holder of the meantime
+//     still holds it: only Bootstrap's refusal to declare a node of a
+//     deployment in service keeps x out of that vote.
+//
+// The faults stay inside the model: x is the only node that loses data,
+// and cuts and hangs cost liveness only.
+func rotation(rng *rand.Rand, o GenOptions, bootstrap, cold bool) []Fault {
+	ttl := o.TTL
+	span := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
+	perm := rng.Perm(o.Nodes)
+	m := max(minority(o.Nodes), 1)
+	a, x, r := slices.Sorted(slices.Values(perm[:m])), perm[m], slices.Sorted(slices.Values(perm[m+1:]))
+	t0 := span(o.Duration/20, o.Duration/4)
+	crash := t0 + span(ttl, 3*ttl/2)
+	down := span(0, ttl/20)
+	back := crash + down
+	cut := Fault{Kind: Partition, Nodes: a, Client: EveryClient, At: t0, For: back - t0}
+	fs := []Fault{cut, {Kind: CrashEmpty, Nodes: []int{x}, At: crash, For: down}}
+	// The bootstrap needs a holder with time left at the restart, which the
+	// workload gives less often: it gets two rotations in three.
+	if bootstrap && rng.IntN(3) > 0 {
+		at := back + span(0, ttl/20)
+		fs = append(fs, Fault{Kind: Bootstrap, At: at})
+		if cold {
+			// The workload's waiters sleep until the holder's key expires;
+			// the fresh process asks now. The cut lasts until it is done.
+			c := Fault{Kind: ColdClient, At: at + span(ttl/50, ttl/10), For: span(ttl/2, ttl)}
+			fs[0].For = c.At + c.For - t0
+			fs = append(fs, c)
+		}
+	} else {
+		// R hangs past x's quarantine by up to two TTLs: the locks x and A
+		// grant meanwhile meet a hung node in whatever they do after the
+		// vote (defect 6's shape).
+		fs = append(fs, Fault{Kind: Pause, Nodes: r, At: back, For: o.Bounds.Quarantine + span(ttl/2, 2*ttl)})
+	}
+	for i := range fs {
+		fs[i].ID = i
+		if fs[i].Kind == ColdClient {
+			fs[i].Client = o.Clients*workersPerClient + i // its own row, after the workload's
+		}
+	}
+	return fs
 }
 
 // unsafe tells the faults that the fault model bounds: those that take

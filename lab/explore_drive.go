@@ -57,6 +57,12 @@ type ExploreConfig struct {
 	Progress func(SeedResult)
 }
 
+// DefaultExploreSeeds is the explorer's default budget: the seeds `quorumlock
+// lab explore` runs unless told otherwise, and within which the lab's tests
+// require it to find each defect of issue #10 put back (counting only seeds
+// the host did not starve).
+const DefaultExploreSeeds = 20
+
 // SeedResult is one seed's schedule run by every implementation.
 type SeedResult struct {
 	Schedule Schedule  `json:"schedule"`

@@ -69,7 +69,11 @@ type explorer struct {
 	errs    []error
 	// awayDone counts the clients' returns to restarted nodes still to come.
 	awayDone sync.WaitGroup
-	extra    []Locker // cold clients, closed at the end
+	// booting are the operator's bootstraps begun, each closed when done: a
+	// fresh client starts after them, as an operator runs the two one after
+	// the other (guarded by mu).
+	booting []chan struct{}
+	extra   []Locker // cold clients, closed at the end
 }
 
 // workersPerClient is the number of goroutines that share one client.
@@ -104,9 +108,10 @@ func (e *explorer) fail(err error) {
 
 // runSchedule runs sched with impl on nodes from newFleet and returns what it
 // recorded and found.
-func runSchedule(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl Impl) ImplRun {
+// The result is named so that the deferred Elapsed reaches the caller.
+func runSchedule(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl Impl) (out ImplRun) {
 	start := time.Now()
-	out := ImplRun{Impl: impl.Name}
+	out = ImplRun{Impl: impl.Name}
 	defer func() { out.Elapsed = time.Since(start) }()
 	e, cleanup, err := newExplorer(ctx, cfg, sched, impl)
 	if err != nil {
@@ -259,11 +264,12 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 			sleepCtx(ctx, time.Duration(5+rng.IntN(15))*time.Millisecond)
 			continue
 		}
-		// Holders hold up to about the whole validity, so that a fault has
-		// a holder to hurt; writers and the counter hold briefly.
+		// Holders mostly hold to near the end of the validity, so that a
+		// fault finds a holder to hurt, and one with time left; writers and
+		// the counter hold briefly.
 		hold := time.Millisecond + time.Duration(rng.Int64N(int64(ttl/8)))
-		if k == keyHolders && rng.IntN(2) == 0 {
-			hold = time.Duration(rng.Int64N(int64(max(time.Until(l.Until()), time.Millisecond))))
+		if k == keyHolders && rng.IntN(4) > 0 {
+			hold = max(time.Until(l.Until())-time.Duration(rng.Int64N(int64(ttl/10))), time.Millisecond)
 		}
 		// A client pause hits holders and fenced writers: a late counter
 		// write loses an update with any lock, which says nothing new.
@@ -385,6 +391,14 @@ func (e *explorer) allClients() []int {
 	return out
 }
 
+// clientsOf lists the clients a partition cuts the nodes off.
+func (e *explorer) clientsOf(f Fault) []int {
+	if f.Client == EveryClient {
+		return e.allClients()
+	}
+	return []int{f.Client}
+}
+
 func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 	switch f.Kind {
 	case CrashEmpty, CrashDelayed, CrashAOF, CrashLossy:
@@ -403,7 +417,7 @@ func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Pause(ctx) })
 	case Partition:
 		for _, n := range f.Nodes {
-			e.cutFrom([]int{f.Client}, n, true)
+			e.cutFrom(e.clientsOf(f), n, true)
 		}
 	case Latency:
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.Latency(ctx, f.Amount, f.Amount/5) })
@@ -418,7 +432,12 @@ func (e *explorer) apply(ctx context.Context, f Fault, bg *sync.WaitGroup) {
 		e.rec.Fault(FaultSpan{Name: string(f.Kind) + fmt.Sprintf(" client %d", f.Client), Start: e.rec.Now(), End: e.rec.Now()})
 	case Bootstrap:
 		at := e.rec.Now()
+		booted := make(chan struct{})
+		e.mu.Lock()
+		e.booting = append(e.booting, booted)
+		e.mu.Unlock()
 		bg.Go(func() {
+			defer close(booted)
 			if e.impl.Prepare != nil {
 				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*e.sched.TTL)
 				_ = e.impl.Prepare(bctx, e.fleet.Clients(), e.cfg) // refusing is its right
@@ -459,9 +478,13 @@ func (e *explorer) revert(f Fault, start time.Duration) {
 		e.setDown(f, false)
 	case Partition:
 		for _, n := range f.Nodes {
-			e.cutFrom([]int{f.Client}, n, false)
+			e.cutFrom(e.clientsOf(f), n, false)
 		}
-		name += fmt.Sprintf(" from client %d", f.Client)
+		if f.Client == EveryClient {
+			name += " from every client"
+		} else {
+			name += fmt.Sprintf(" from client %d", f.Client)
+		}
 	case Latency:
 		e.nodeOp(f, func(ctx context.Context, n Node) error { return n.ClearLatency(ctx) })
 	case ClockJump:
@@ -493,6 +516,12 @@ func (e *explorer) loseLockKeys(n int) {
 // acquires the holders' key with a short deadline, as a process started
 // while a node hangs would.
 func (e *explorer) coldClient(ctx context.Context, f Fault) {
+	e.mu.Lock()
+	booting := slices.Clone(e.booting)
+	e.mu.Unlock()
+	for _, b := range booting {
+		<-b
+	}
 	v, err := e.fleet.View(fmt.Sprintf("cold-%d", f.ID))
 	if err != nil {
 		e.fail(err)

@@ -160,6 +160,13 @@ func (r *Recorder) Released(i int, at time.Duration) {
 	r.mu.Unlock()
 }
 
+// Extended records that hold i's validity now ends at until.
+func (r *Recorder) Extended(i int, until time.Duration) {
+	r.mu.Lock()
+	r.h.Holds[i].Until = until
+	r.mu.Unlock()
+}
+
 // Store runs one write against the shared storage and records it. Writes are
 // serialised here so that the recorded order is the order the single storage
 // node applied them; the storage serialises them anyway, so this changes no

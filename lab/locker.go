@@ -65,3 +65,18 @@ type Refusal struct {
 	Skewed      []int  `json:"skewed,omitempty"`      // nodes whose clock is off beyond the bound
 	Taken       []int  `json:"taken,omitempty"`       // nodes where another owner holds the key
 }
+
+// A Keeper is a Locker that can keep a lock past its TTL by extending it in
+// the background, the way the implementation's users do.
+type Keeper interface {
+	Keep(ctx context.Context, key string) (Kept, error)
+}
+
+// Kept is a lock kept by extension. Until moves with every extension.
+type Kept interface {
+	Held
+	// Lost is closed once the holder knows the lock is gone (an extension
+	// was refused or reached too few nodes); Err then says why.
+	Lost() <-chan struct{}
+	Err() error
+}

@@ -109,3 +109,21 @@ func FencedSet(ctx context.Context, rdb *redis.Client, key string, value int64, 
 
 // IsStaleFence tells FencedSet's refusal from other errors.
 func IsStaleFence(err error) bool { return errors.Is(err, redlock.ErrStaleFence) }
+
+// Keep acquires key with auto-extension and no bound on the hold.
+func (l quorumlockLocker) Keep(ctx context.Context, key string) (Kept, error) {
+	lk, err := l.c.Acquire(ctx, key, redlock.WithAutoExtend(true), redlock.WithMaxHold(0))
+	if err != nil {
+		return nil, err
+	}
+	return quorumlockKept{quorumlockHeld{lk}}, nil
+}
+
+type quorumlockKept struct{ quorumlockHeld }
+
+func (k quorumlockKept) Lost() <-chan struct{} { return k.l.Done() }
+
+func (k quorumlockKept) Err() error { return k.l.Err() }
+
+// repaired tells how many lock keys this client's extensions set again.
+func (l quorumlockLocker) repaired() uint64 { return l.c.Stats().Repaired }

@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -52,3 +54,54 @@ func (h redsyncHeld) Until() time.Time                  { return h.m.Until() }
 func (h redsyncHeld) Token() string                     { return h.m.Value() }
 func (h redsyncHeld) Fence() (uint64, bool)             { return 0, false }
 func (h redsyncHeld) Release(ctx context.Context) error { return redsyncadapter.Unlock(ctx, h.m) }
+
+// Keep acquires key and extends it every third of the TTL until an
+// extension fails (redsyncadapter.KeepExtended).
+func (l *redsyncLocker) Keep(ctx context.Context, key string) (Kept, error) {
+	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.ttl))
+	if err != nil {
+		return nil, err
+	}
+	kctx, cancel := context.WithCancel(context.Background())
+	k := &redsyncKept{m: m, cancel: cancel, lost: make(chan struct{})}
+	u := m.Until()
+	k.until.Store(&u)
+	k.wg.Go(func() {
+		err := redsyncadapter.KeepExtended(kctx, m, l.ttl/3, func(t time.Time) { k.until.Store(&t) })
+		if err != nil {
+			k.err = err
+			close(k.lost)
+		}
+	})
+	return k, nil
+}
+
+type redsyncKept struct {
+	m      *redsync.Mutex
+	until  atomic.Pointer[time.Time] // the Mutex itself is the extender's alone
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	lost   chan struct{}
+	err    error // set before lost is closed
+}
+
+func (k *redsyncKept) Until() time.Time      { return *k.until.Load() }
+func (k *redsyncKept) Token() string         { return k.m.Value() }
+func (k *redsyncKept) Fence() (uint64, bool) { return 0, false }
+func (k *redsyncKept) Lost() <-chan struct{} { return k.lost }
+
+func (k *redsyncKept) Err() error {
+	select {
+	case <-k.lost:
+		return k.err
+	default:
+		return nil
+	}
+}
+
+// Release stops the extensions, then unlocks.
+func (k *redsyncKept) Release(ctx context.Context) error {
+	k.cancel()
+	k.wg.Wait()
+	return redsyncadapter.Unlock(ctx, k.m)
+}

@@ -171,6 +171,9 @@ func writeMarkdown(w io.Writer, r *Results) {
 				if a := o.Attack; a != nil {
 					fmt.Fprintf(w, "  %s\n", attackLine(a))
 				}
+				if rr := o.Roll; rr != nil {
+					fmt.Fprintf(w, "  %s\n", rollLine(rr))
+				}
 				if len(o.Retries) > 0 {
 					fmt.Fprintf(w, "  Set up again %d time(s): %s.\n", len(o.Retries), strings.Join(o.Retries, "; "))
 				}

@@ -124,6 +124,8 @@ type Outcome struct {
 	Throughput float64 `json:"throughput_per_s"`
 	// Attack is what an attack scenario saw besides the holds.
 	Attack *AttackRecord `json:"attack,omitempty"`
+	// Roll is what rolling-restart saw besides the holds.
+	Roll *RollRecord `json:"roll,omitempty"`
 	// Retries are the setups that lost their shape and were run again.
 	Retries []string `json:"retries,omitempty"`
 }

@@ -113,6 +113,9 @@ func runOne(ctx context.Context, cfg *Config, sc Scenario, impl Impl) (o Outcome
 		if sc.once {
 			expected = cfg.AttackTTL
 		}
+		if sc.ttls > 0 {
+			expected = time.Duration(sc.ttls) * cfg.AttackTTL
+		}
 		cfg.Progress.Start(sc.Name, impl.Name, expected)
 		defer func() { cfg.Progress.Done(o) }()
 	}
@@ -171,6 +174,9 @@ func runFresh(ctx context.Context, cfg *Config, sc Scenario, impl Impl, o *Outco
 	if sc.once {
 		d = 4 * cfg.AttackTTL // a bound, not a length: the attack ends on its own
 	}
+	if sc.ttls > 0 {
+		d = time.Duration(sc.ttls+4) * cfg.AttackTTL // a bound: the schedule ends on its own
+	}
 	wctx, cancel := context.WithTimeout(ctx, d)
 	err = sc.run(wctx, r)
 	cancel()
@@ -187,10 +193,11 @@ func runFresh(ctx context.Context, cfg *Config, sc Scenario, impl Impl, o *Outco
 	})
 	o.History = hist
 	o.Attack = r.attackRec
+	o.Roll = r.rollRec
 	o.Check = CheckHistory(hist)
 	o.Verdict = Judge(o.Expected, o.Check)
 	if sc.judge != nil {
-		sc.judge(impl.Name, o.Attack, &o.Verdict)
+		sc.judge(impl.Name, o)
 	}
 	accepted := 0
 	for _, w := range hist.Writes {
@@ -248,6 +255,7 @@ type run struct {
 	counter, price bool
 	fencing        bool
 	attackRec      *AttackRecord
+	rollRec        *RollRecord
 
 	mu      sync.Mutex
 	lockers []Locker

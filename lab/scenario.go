@@ -26,9 +26,13 @@ type Scenario struct {
 	// Fleet asks for nodes configured differently from the default.
 	Fleet FleetSpec
 	once  bool // runs once for about one attack TTL, whatever the duration
-	run   func(ctx context.Context, r *run) error
-	// judge, when set, adds to the verdict what the attack record shows.
-	judge func(impl string, a *AttackRecord, v *Verdict)
+	// ttls, when set, is the scenario's own length in attack TTLs,
+	// whatever the duration.
+	ttls int
+	run  func(ctx context.Context, r *run) error
+	// judge, when set, adds to the verdict what the attack or roll record
+	// shows.
+	judge func(impl string, o *Outcome)
 }
 
 // FleetSpec is how a scenario wants its nodes started.
@@ -165,6 +169,7 @@ func Scenarios() []Scenario {
 			}
 			return ""
 		}),
+		rollingRestart(),
 		storm(),
 		auction(),
 	}

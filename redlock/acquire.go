@@ -3,7 +3,10 @@ package redlock
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"time"
+
+	"github.com/quorumlock/quorumlock/internal/reintroduce"
 )
 
 // TryAcquire makes exactly one attempt to acquire the lock on key. When it
@@ -179,6 +182,9 @@ func (a *acquisition) handedOver() *Lock {
 // done hands the caller l, unless the Client closed meanwhile or l is no
 // longer valid; nothing after the attempt may block.
 func (a *acquisition) done(l *Lock) (*Lock, error) {
+	if reintroduce.ValidityBeforeCleanup.Load() {
+		return a.doneDefect6(l)
+	}
 	a.stop()
 	if a.c.isClosed() {
 		l.abandon()
@@ -187,6 +193,27 @@ func (a *acquisition) done(l *Lock) (*Lock, error) {
 	if !l.Valid() {
 		l.abandon()
 		return nil, &RoundError{Op: "acquire", Key: a.req.key, Needed: a.c.Quorum(), Reason: ErrExpired, detail: "the lock's validity ended before it could be returned"}
+	}
+	return l, nil
+}
+
+// doneDefect6 is done as it was before the fix of defect 6 (see package
+// reintroduce): the validity is checked first, and the cleanup after it
+// waits on every node of a subscription without a deadline.
+func (a *acquisition) doneDefect6(l *Lock) (*Lock, error) {
+	if !l.Valid() {
+		a.stop()
+		l.abandon()
+		return nil, &RoundError{Op: "acquire", Key: a.req.key, Needed: a.c.Quorum(), Reason: ErrExpired, detail: "the lock's validity ended before it could be returned"}
+	}
+	subscribed := a.wake != nil
+	a.stop()
+	if subscribed {
+		var wg sync.WaitGroup
+		for _, n := range a.c.nodes {
+			wg.Go(func() { _ = n.rdb.Ping(context.Background()).Err() })
+		}
+		wg.Wait()
 	}
 	return l, nil
 }

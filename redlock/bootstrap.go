@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/quorumlock/quorumlock/internal/reintroduce"
 	"github.com/quorumlock/quorumlock/quorum"
 )
 
@@ -63,7 +64,7 @@ func (c *Client) Bootstrap(ctx context.Context) error {
 		e.detail = "cannot tell a fresh deployment from a restarted minority; nothing declared"
 		return e
 	}
-	if inService > 0 {
+	if inService > 0 && !reintroduce.BootstrapDeclaresAll.Load() {
 		for _, v := range votes {
 			if v.Outcome == quorum.Yes && v.Value[0] != bootService {
 				c.log.node(slog.LevelInfo, c.nodes[v.Node], "redlock: Bootstrap keeps a node in quarantine",

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quorumlock/quorumlock/internal/reintroduce"
 	"github.com/quorumlock/quorumlock/quorum"
 )
 
@@ -43,6 +44,9 @@ func (c *Client) writeFence(ctx context.Context, req *request, votes []quorum.Vo
 		}
 	}
 	token := max(highest+1, floor)
+	if reintroduce.FenceWithoutClockFloor.Load() {
+		token = highest + 1
+	}
 	arg := strconv.FormatInt(token, 10)
 	raise := fenceScript.calls(len(granted), 1, fencePrefix+req.key, arg)
 	c.bg.add(len(granted))

@@ -96,7 +96,7 @@ errors.`,
 	f.StringSliceVar(&cfg.impls, "impl", []string{"quorumlock", "redsync"}, "implementations to compare, comma-separated")
 	f.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each scenario runs per implementation")
 	f.DurationVar(&cfg.ttl, "ttl", 500*time.Millisecond, "lock TTL for both implementations")
-	f.DurationVar(&cfg.attackTTL, "attack-ttl", 0, "lock TTL in the restart and clock-jump scenarios (default max(4×ttl, 2s))")
+	f.DurationVar(&cfg.attackTTL, "attack-ttl", 0, "lock TTL in the restart, clock-jump and rolling-restart scenarios (default max(4×ttl, 2s))")
 	f.Uint64Var(&cfg.seed, "seed", 1, "seed for the fault schedule, the choice of nodes and the clients' random choices")
 	f.StringVar(&cfg.out, "out", "lab-report", "directory for the Markdown report, the timelines and results.json")
 	f.BoolVar(&cfg.json, "json", false, "print the results as JSON on stdout instead of the table")
@@ -259,7 +259,10 @@ func newExploreCmd() *cobra.Command {
 with AOF, or losing the last second of writes; pauses; partitions of a minority from one
 client; latency; clock jumps and drift; clients paused past their validity; Bootstrap
 called while nodes restart; a fresh client acquiring with a short deadline while a node
-hangs), runs it with every implementation on fresh nodes at the same time, under a
+hangs). Two schedules in three open with a rotation: a minority cut off from every
+client, a node of the remaining bare majority restarted empty, then either the rest of
+that majority hung past the quarantine, or a Bootstrap followed by a fresh client. It
+runs each schedule with every implementation on fresh nodes at the same time, under a
 workload on three keys (holders; fenced writers through redlock.FencedSet to a separate
 store; a lock-protected counter), and checks: overlapping holders, locks returned already
 expired, fence tokens not increasing in the real-time order of acquisition, stale writes
@@ -296,7 +299,7 @@ other errors.`,
 	f.IntVar(&cfg.count, "node-count", cluster.DefaultNodes, "number of lock nodes")
 	f.IntVar(&cfg.clients, "clients", 4, "number of clients, each with its own network path to the nodes")
 	f.Uint64Var(&cfg.seed, "seed", 1, "first seed")
-	f.IntVar(&cfg.seeds, "seeds", 20, "number of seeds (schedules) to run, from --seed on")
+	f.IntVar(&cfg.seeds, "seeds", lab.DefaultExploreSeeds, "number of seeds (schedules) to run, from --seed on")
 	f.DurationVar(&cfg.ttl, "ttl", 250*time.Millisecond, "lock TTL for both implementations; the faults' lengths scale with it")
 	f.DurationVar(&cfg.duration, "duration", 0, "length of each schedule (default 8×ttl)")
 	f.BoolVar(&cfg.outside, "outside-model", false, "let schedules leave the documented fault model")

@@ -7,6 +7,7 @@ package redsyncadapter
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/go-redsync/redsync/v4"
 	redsyncredis "github.com/go-redsync/redsync/v4/redis"
@@ -45,4 +46,35 @@ func Unlock(ctx context.Context, m *redsync.Mutex) error {
 		return fmt.Errorf("redsync: unlock of %q not confirmed by a majority", m.Name())
 	}
 	return nil
+}
+
+// KeepExtended is the pattern redsync's users write around a Mutex to hold
+// it past its expiry (redsync has no auto-extension): extend every interval
+// (a third of the expiry is the usual choice), stop at the first extension
+// that fails. It returns nil when ctx ends, else why the extension failed.
+// after, when set, hears the new validity deadline after each extension; it
+// runs on this goroutine, since a Mutex is not safe for concurrent use.
+func KeepExtended(ctx context.Context, m *redsync.Mutex, interval time.Duration, after func(until time.Time)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		ok, err := m.ExtendContext(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("redsync: extension of %q not confirmed by a majority", m.Name())
+		}
+		if after != nil {
+			after(m.Until())
+		}
+	}
 }
