@@ -47,7 +47,7 @@ func TestRunSmoke(t *testing.T) {
 		OpTime: 100 * time.Millisecond, Contention: 100 * time.Millisecond, Workers: 4,
 		MinAcquisitions: 8, ContentionCap: capTime,
 		SlowTime: 100 * time.Millisecond, Throughput: 200 * time.Millisecond, Goroutines: 8,
-		HeldLocks: []int{20, 40}, HeldTTL: 1500 * time.Millisecond, Waiters: 20, ReleaseLocks: 40, StormTime: 1200 * time.Millisecond, StormTTL: 300 * time.Millisecond,
+		HeldLocks: []int{20, 40}, HeldTTL: 4 * time.Second, Waiters: 20, ReleaseLocks: 40, StormTime: 1200 * time.Millisecond, StormTTL: 300 * time.Millisecond,
 		Logf: t.Logf,
 	}
 	rep, err := bench.Run(context.Background(), env, cfg)

@@ -19,12 +19,14 @@ func TestLabElection(t *testing.T) {
 		candidates: 3,
 		scenarios:  []string{"slow-node"},
 		impls:      []string{"quorumlock,redsync"},
-		duration:   time.Second,
-		ttl:        300 * time.Millisecond,
-		seed:       1,
-		out:        filepath.Join(t.TempDir(), "report"),
-		stdout:     &bytes.Buffer{},
-		stderr:     &bytes.Buffer{},
+		// Long enough in TTLs for a first term on a loaded host: the
+		// test reads the table and files, not the timings.
+		duration: 3 * time.Second,
+		ttl:      500 * time.Millisecond,
+		seed:     1,
+		out:      filepath.Join(t.TempDir(), "report"),
+		stdout:   &bytes.Buffer{},
+		stderr:   &bytes.Buffer{},
 	}
 	if err := runLabElection(t.Context(), cfg); err != nil {
 		t.Fatalf("runLabElection: %v\nstderr:\n%s", err, cfg.stderr)
