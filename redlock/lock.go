@@ -296,9 +296,9 @@ func (c *Client) startExtend(ctx context.Context, req *request, token string, re
 	}
 	var ext calls
 	if rec == nil {
-		ext = extendScript.calls(len(c.nodes), 1, req.keyArg, token, req.ttlMs, repair)
+		ext = extendScript.calls(len(c.nodes), 2, req.keyArg, req.gone, token, req.ttlMs, repair)
 	} else {
-		ext = extendScript.calls(len(c.nodes), 2, req.keyArg, rec.key, token, req.ttlMs, repair, rec.id, rec.value, rec.fence, rec.seq)
+		ext = extendScript.calls(len(c.nodes), 3, req.keyArg, req.gone, rec.key, token, req.ttlMs, repair, rec.id, rec.value, rec.fence, rec.seq)
 	}
 	c.bg.add(len(c.nodes))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (bool, bool, error) {

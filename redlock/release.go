@@ -94,7 +94,7 @@ func (c *Client) releaseArgs(token string, announce bool, holder string) release
 // again in the background, twice at most: a key left behind blocks every
 // other client for the rest of its TTL.
 func (c *Client) startRelease(req *request, a releaseArgs, nodes []int) *quorum.Round[bool] {
-	del := releaseScript.calls(len(nodes), 3, req.keyArg, req.queue, req.queueExp, a.token, a.channel, a.head, a.holder)
+	del := releaseScript.calls(len(nodes), 4, req.keyArg, req.queue, req.queueExp, req.gone, a.token, a.channel, a.head, a.holder, req.goneMs)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
 		defer c.bg.done()

@@ -2,12 +2,16 @@ package redlock
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Fresh nodes that were never bootstrapped serve a quarantine of one TTL
@@ -242,5 +246,61 @@ func TestExtendSkipsRefusedNode(t *testing.T) {
 	var re *RoundError
 	if !errors.As(err, &re) || !strings.Contains(err.Error(), "node 1") || !strings.Contains(err.Error(), "the same Redis server as node 0") {
 		t.Fatalf("extend: %v, want node 1's refusal named", err)
+	}
+}
+
+// gateHook holds extension scripts on their way to a node until gate is
+// closed, counting those it holds.
+type gateHook struct {
+	gate <-chan struct{}
+	held *atomic.Int32
+}
+
+func (h gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 1 && (args[1] == extendScript.hash || args[1] == extendScript.src) {
+			h.held.Add(1)
+			<-h.gate
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// An extension sent before a release and arriving after it does not set the
+// released key again (the repair of a key lost in a restart must not apply
+// to a key its holder deleted): the key would otherwise stay for a TTL with
+// nobody to release it, and every waiter would find it taken.
+func TestReleaseBeatsInFlightRepair(t *testing.T) {
+	tn := newNodes(t, 3)
+	c := newClient(t, tn)
+	l, err := c.Acquire(bg(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l.acq.Done()
+	gate := make(chan struct{})
+	var held atomic.Int32
+	for _, rdb := range tn.clients {
+		rdb.AddHook(gateHook{gate: gate, held: &held})
+	}
+	extended := make(chan error, 1)
+	go func() { extended <- l.Extend(bg()) }()
+	waitFor(t, func() bool { return held.Load() == 3 })
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	<-extended
+	if h := tn.holders("k", l.Token()); len(h) != 0 {
+		t.Fatalf("the released key is back on nodes %v, set again by an extension sent before the release", h)
+	}
+	// Another client gets it at once.
+	other := newClient(t, tn)
+	if _, err := other.TryAcquire(bg(), "k"); err != nil {
+		t.Fatalf("after the release: %v", err)
 	}
 }

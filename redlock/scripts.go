@@ -51,6 +51,9 @@ var (
 //	quorumlock:fence:<key>    per node: the key's fence counter
 //	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
 //	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
+//	quorumlock:gone:<key>     per node: the token a release just deleted, for a
+//	                          request timeout, so that an extension sent
+//	                          before the release does not set the key again
 //	quorumlock:fenced:<key>   in the store: highest token FencedSet accepted
 //	quorumlock:leader:<name>  per node: election name's leader record (hash:
 //	                          token, id, value, fence, seq), next to the
@@ -68,6 +71,7 @@ const (
 	fencedPrefix    = KeyPrefix + "fenced:"
 	queuePrefix     = KeyPrefix + "queue:"
 	queueExpPrefix  = KeyPrefix + "queuex:"
+	gonePrefix      = KeyPrefix + "gone:"
 	leaderPrefix    = KeyPrefix + "leader:"
 	releasedChannel = KeyPrefix + "released"
 )

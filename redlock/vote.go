@@ -58,6 +58,9 @@ type request struct {
 	// queue and queueExp are the keys of the waiting queue (the lock key
 	// when the Client has no fair queue).
 	queue, queueExp any
+	// gone is the key of the release's tombstone and goneMs how long it
+	// stays (the lock key and "0" without repair: no quarantine).
+	gone, goneMs any
 }
 
 // Positions of the per-attempt values in request.acquire.
@@ -117,6 +120,12 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 		r.acquire[2] = fencePrefix + key
 	}
 	r.queue, r.queueExp = r.keyArg, r.keyArg
+	r.gone, r.goneMs = r.keyArg, argZero
+	if c.ns.quarantine > 0 {
+		// An extension sent before a release arrives within its request
+		// timeout of being sent.
+		r.gone, r.goneMs = gonePrefix+key, strconv.FormatInt(s.requestTimeout.Milliseconds(), 10)
+	}
 	if c.ns.fair {
 		// Both names in one string: one allocation instead of two.
 		both := queuePrefix + key + queueExpPrefix + key

@@ -6,6 +6,13 @@
 --         entries'  ARGV[4] the holder's own waiter id, to take out of the
 --         expiry            queue ("" for none)
 --         (callers without a queue pass the lock key again)
+-- KEYS[4] tombstone ARGV[5] how long to keep it in ms ("0": none; the
+--                           callers without one pass the lock key again)
+--
+-- The tombstone records the released token for as long as an extension sent
+-- before the release may still arrive: such an extension must not repair
+-- the key it finds missing (extend.lua), or a released lock would come back
+-- for a TTL with nobody to release it.
 --
 -- The announcement is "<token> <head> <lock key>": the token, so that the
 -- announcements of one release by several nodes wake a waiter once; the
@@ -20,6 +27,9 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
 redis.call('DEL', KEYS[1])
+if ARGV[5] ~= '0' then
+	redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[5])
+end
 if ARGV[4] ~= '' then
 	redis.call('ZREM', KEYS[2], ARGV[4])
 	redis.call('HDEL', KEYS[3], ARGV[4])
