@@ -135,7 +135,10 @@ var errNoSlot = errors.New("no free connection before the lock's validity ended;
 // own (silence): while the key lives, a delete that waited is still worth
 // sending, so the wait must not eat into the call's time — when many locks
 // are released at once, most deletes wait (issue #12). A node that looks
-// hung fails the delete at once, before and after the wait.
+// hung fails the delete at once, before the wait; a delete that waited is
+// sent whatever the node's state, since a refusal after the wait would
+// send nothing that could show the node answering again, and each such
+// call is bounded by its request timeout.
 func (c *Client) deleteOn(ctx context.Context, n *node, del calls, j int, silence time.Duration, until time.Time) (bool, error) {
 	if err := n.start(silence); err != nil {
 		return false, err
@@ -171,10 +174,6 @@ func (c *Client) waitSlot(ctx context.Context, n *node, silence time.Duration, u
 	case n.slots <- struct{}{}:
 	case <-t.C():
 		return nil, nil, errNoSlot
-	}
-	if n.silent(silence) {
-		<-n.slots
-		return nil, nil, errNotAnswering
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), silence)
 	return ctx, cancel, nil
