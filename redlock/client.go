@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,11 +112,16 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		}
 		n := &node{index: i, rdb: rdb}
 		n.lastAnswer.Store(time.Now().UnixNano())
+		slots := 10 * runtime.GOMAXPROCS(0) // go-redis' default pool size
 		if rc, ok := rdb.(*redis.Client); ok {
+			if size := rc.Options().PoolSize; size > 0 {
+				slots = size
+			}
 			if o := rc.Options(); o.Addr != "FailoverClient" { // Sentinel-managed: known at first contact
 				n.addr, n.network = o.Addr, o.Network
 			}
 		}
+		n.slots = make(chan struct{}, slots)
 		c.nodes[i] = n
 	}
 	if err := c.checkAddresses(); err != nil {
@@ -191,7 +197,8 @@ func (c *Client) Quorum() int { return quorum.Majority(len(c.nodes)) }
 // Close ends the Client: waiting acquisitions return at once with an error
 // matching ErrClosed, and no acquisition returns a lock after Close returned.
 // It stops auto-extension and the release subscriptions, and waits for the
-// cleanup still under way (each bounded by its node timeout). Locks already
+// cleanup still under way (each delete bounded by its request timeout, and
+// its wait for a free connection by the lock's validity). Locks already
 // held stay valid until released or until their validity ends.
 func (c *Client) Close() error {
 	c.mu.Lock()
@@ -306,6 +313,12 @@ type node struct {
 
 	votes [numOutcomes]atomic.Uint64 // acquisition votes by outcome
 
+	// slots hold one token per release delete under way, as many as the
+	// client's pool has connections: deletes beyond them wait here, where
+	// the wait is bounded by the lock's validity, rather than in the pool,
+	// where it would count against the request timeout (see deleteOn).
+	slots chan struct{}
+
 	// First contact: the server's identity and configuration are checked
 	// once per server process.
 	probed atomic.Bool
@@ -321,11 +334,17 @@ var errNotAnswering = fmt.Errorf("not answering: %d requests outstanding and no 
 // start registers a call to the node, or refuses it when the node hangs
 // (see maxPending); finish must follow a successful start.
 func (n *node) start(silence time.Duration) error {
-	if n.pending.Load() >= maxPending && time.Since(time.Unix(0, n.lastAnswer.Load())) > silence {
+	if n.silent(silence) {
 		return errNotAnswering
 	}
 	n.pending.Add(1)
 	return nil
+}
+
+// silent reports whether the node looks hung: maxPending calls under way
+// and no answer for silence.
+func (n *node) silent(silence time.Duration) bool {
+	return n.pending.Load() >= maxPending && time.Since(time.Unix(0, n.lastAnswer.Load())) > silence
 }
 
 // finish ends a call; err is its outcome. Any reply from the server, an

@@ -437,3 +437,56 @@ func TestPlainClientsBoundedByNodeTimeout(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Many locks released at the same instant queue for the nodes' pooled
+// connections; a delete still waiting for a connection while the lock is
+// valid is still useful and must not fail for the wait (issue #12). With two
+// connections per node, a few hundred releases make the queue longer than
+// a request timeout.
+func TestReleaseStormAllDeleted(t *testing.T) {
+	tn := newNodesWith(t, 3, func(o *redis.Options) { o.PoolSize = 2 })
+	// A long TTL keeps every lock valid through the storm on a slow host;
+	// the request timeout stays short whatever the TTL.
+	c := newClient(t, tn, WithTTL(time.Minute))
+	const n = 600
+	locks := make([]*Lock, n)
+	for i := range locks {
+		l, err := c.TryAcquire(bg(), fmt.Sprintf("storm-%d", i))
+		if err != nil {
+			t.Fatalf("lock %d: %v", i, err)
+		}
+		locks[i] = l
+	}
+	start := make(chan struct{})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, l := range locks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = l.Release(bg())
+		}()
+	}
+	begin := time.Now()
+	close(start)
+	wg.Wait()
+	took := time.Since(begin)
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed == 0 {
+				t.Errorf("release %d: %v", i, err)
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d releases failed (all released in %v, request timeout %v)", failed, n, took, c.defaults.requestTimeout)
+	}
+	for i, l := range locks {
+		if h := tn.holders(l.Key(), l.Token()); len(h) != 0 {
+			t.Fatalf("lock %d: key left on nodes %v after its release", i, h)
+		}
+	}
+}

@@ -18,7 +18,7 @@ import (
 // unless opts turn it off (WithAutoExtend(false)).
 //
 // Do returns by ctx: when ctx has ended, the release goes on in the
-// background (bounded by the node timeout) instead of holding the caller.
+// background (see Lock.Release) instead of holding the caller.
 func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context) error, opts ...LockOption) (err error) {
 	ctx = orBackground(ctx)
 	if fn == nil {

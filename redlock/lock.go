@@ -152,9 +152,12 @@ func (l *Lock) Extend(ctx context.Context) error {
 // holds this lock's token. The lock ends first (Done closes, the guard
 // refuses), then the deletes go out. Release returns when every node has
 // answered, or ctx ends, whichever is first; deletes still under way go on
-// in the background, bounded by the node timeout, so a cancelled ctx never
-// leaves the key behind for its TTL. A node that had not answered the
-// acquisition is released in the background once that call ended.
+// in the background, so a cancelled ctx never leaves the key behind for its
+// TTL. Each delete is bounded by the request timeout; one that waits for a
+// free connection of its node (many locks released at once) waits until
+// the lock's validity ends at most, and the wait does not count against its
+// request timeout. A node that had not answered the acquisition is released
+// in the background once that call ended.
 //
 // It returns nil when a majority deleted the key. Otherwise a *RoundError:
 // ErrExpired when the validity had already ended (the critical section may
@@ -178,7 +181,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	if !expired && l.handOver() {
 		return nil
 	}
-	rel := l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter)
+	rel := l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter, l.Until())
 	done := true
 	select {
 	case <-rel.r.Done():
@@ -276,7 +279,7 @@ func (l *Lock) abandon() {
 		return
 	}
 	l.lease.end(ErrReleased, false)
-	l.c.releaseAfter(l.req, l.token, l.acq, true, false, l.waiter)
+	l.c.releaseAfter(l.req, l.token, l.acq, true, false, l.waiter, l.Until())
 }
 
 func (l *Lock) roundError(op string, reason error) *RoundError {

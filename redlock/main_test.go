@@ -74,10 +74,20 @@ func (h downHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 func newNodes(t testing.TB, n int) *testNodes {
 	t.Helper()
+	return newNodesWith(t, n, nil)
+}
+
+// newNodesWith is newNodes with the clients' options changed by configure.
+func newNodesWith(t testing.TB, n int, configure func(*redis.Options)) *testNodes {
+	t.Helper()
 	tn := &testNodes{}
 	for i := 0; i < n; i++ {
 		mr := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true})
+		o := &redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true}
+		if configure != nil {
+			configure(o)
+		}
+		rdb := redis.NewClient(o)
 		t.Cleanup(func() { _ = rdb.Close() })
 		down, noVote, stall := new(atomic.Bool), new(atomic.Bool), new(atomic.Bool)
 		rdb.AddHook(downHook{down, noVote, stall})

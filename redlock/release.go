@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/quorumlock/quorumlock/quorum"
@@ -22,8 +23,11 @@ type release struct {
 // background, on the nodes whose acquisition call still runs, once it ended
 // (a late SET must not outlive its delete). A held lock (held) is deleted on
 // the nodes that refused it too: an extension may have repaired the key
-// there. Deletes are bounded by the node timeout, not by any caller's ctx.
-func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string) release {
+// there. Deletes are bounded by the request timeout, not by any caller's
+// ctx; a delete waiting for a free connection of its node waits until until
+// at most (the lock's validity; zero: a TTL from the round's start), and
+// gets the request timeout once it has one.
+func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string, until time.Time) release {
 	votes := acq.Collect()
 	// One allocation for both lists: each has at most one entry per node.
 	buf := make([]int, 0, 2*len(votes))
@@ -37,7 +41,7 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 		}
 	}
 	args := c.releaseArgs(token, announce, holder)
-	rel := release{r: c.startRelease(req, args, now), nodes: now}
+	rel := release{r: c.startRelease(req, args, now, until), nodes: now}
 	rel.done = rel.r.Done()
 	if len(later) > 0 {
 		done := make(chan struct{})
@@ -53,7 +57,7 @@ func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote
 				}
 			}
 			if len(hold) > 0 {
-				c.startRelease(req, args, hold).Wait()
+				c.startRelease(req, args, hold, until).Wait()
 			}
 		})
 	}
@@ -92,21 +96,26 @@ func (c *Client) releaseArgs(token string, announce bool, holder string) release
 // the token; votes are indexed like nodes and say whether the key was
 // there. A delete that fails (a timeout, a broken connection) is tried
 // again in the background, twice at most: a key left behind blocks every
-// other client for the rest of its TTL.
-func (c *Client) startRelease(req *request, a releaseArgs, nodes []int) *quorum.Round[bool] {
+// other client for the rest of its TTL. until bounds the wait for a free
+// connection (see deleteOn); zero stands for a TTL from now, when the key
+// expires by itself.
+func (c *Client) startRelease(req *request, a releaseArgs, nodes []int, until time.Time) *quorum.Round[bool] {
+	if until.IsZero() {
+		until = c.clk.Now().Add(req.s.ttl)
+	}
 	del := releaseScript.calls(len(nodes), 4, req.keyArg, req.queue, req.queueExp, req.gone, a.token, a.channel, a.head, a.holder, req.goneMs)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
 		defer c.bg.done()
 		n := c.nodes[nodes[j]]
-		got, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout)
-		if err != nil && err != errNotAnswering {
+		got, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout, until)
+		if err != nil && err != errNotAnswering && err != errNoSlot {
 			c.background(func() {
 				for try := 0; try < 2; try++ {
 					ctx, cancel := context.WithTimeout(context.Background(), req.s.requestTimeout)
-					_, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout)
+					_, err := c.deleteOn(ctx, n, del, j, req.s.requestTimeout, until)
 					cancel()
-					if err == nil || err == errNotAnswering {
+					if err == nil || err == errNotAnswering || err == errNoSlot {
 						return
 					}
 				}
@@ -116,12 +125,56 @@ func (c *Client) startRelease(req *request, a releaseArgs, nodes []int) *quorum.
 	})
 }
 
-// deleteOn runs copy j of the release script on node n.
-func (c *Client) deleteOn(ctx context.Context, n *node, del calls, j int, silence time.Duration) (bool, error) {
+// errNoSlot fails a delete that found no free connection of its node before
+// the lock's validity ended: the key expires by itself by then.
+var errNoSlot = errors.New("no free connection before the lock's validity ended; the key expires by itself")
+
+// deleteOn runs copy j of the release script on node n, within ctx when
+// one of the node's delete slots is free at once. Otherwise the delete waits
+// for a slot until until at most, and then gets a request timeout of its
+// own (silence): while the key lives, a delete that waited is still worth
+// sending, so the wait must not eat into the call's time — when many locks
+// are released at once, most deletes wait (issue #12). A node that looks
+// hung fails the delete at once, before the wait; a delete that waited is
+// sent whatever the node's state, since a refusal after the wait would
+// send nothing that could show the node answering again, and each such
+// call is bounded by its request timeout.
+func (c *Client) deleteOn(ctx context.Context, n *node, del calls, j int, silence time.Duration, until time.Time) (bool, error) {
 	if err := n.start(silence); err != nil {
 		return false, err
 	}
+	select {
+	case n.slots <- struct{}{}:
+	default:
+		var cancel context.CancelFunc
+		var err error
+		if ctx, cancel, err = c.waitSlot(ctx, n, silence, until); err != nil {
+			n.finish(err)
+			return false, err
+		}
+		defer cancel()
+	}
 	got, err := del.run(ctx, n.rdb, j).Int64()
+	<-n.slots
 	n.finish(err)
 	return got == 1, err
+}
+
+// waitSlot waits for one of n's delete slots until until, and returns the
+// context of the call that follows: ctx's values with a request timeout
+// (silence) from now, not ctx's deadline, which the wait may have passed.
+func (c *Client) waitSlot(ctx context.Context, n *node, silence time.Duration, until time.Time) (context.Context, context.CancelFunc, error) {
+	left := until.Sub(c.clk.Now())
+	if left <= 0 {
+		return nil, nil, errNoSlot
+	}
+	t := c.clk.NewTimer(left)
+	defer t.Stop()
+	select {
+	case n.slots <- struct{}{}:
+	case <-t.C():
+		return nil, nil, errNoSlot
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), silence)
+	return ctx, cancel, nil
 }
