@@ -85,7 +85,7 @@ func Example_errors() {
 	switch {
 	case errors.Is(err, redlock.ErrTaken): // held by someone else on a majority
 		errors.As(err, &round)
-		fmt.Printf("taken: %d granted, %d needed\n", round.Granted, round.Needed)
+		fmt.Printf("taken: %d needed, fewer granted: %v\n", round.Needed, round.Granted < round.Needed)
 	case errors.Is(err, redlock.ErrNoQuorum): // nodes down, quarantined or skewed
 		errors.As(err, &round)
 		for _, n := range round.Nodes {
@@ -94,7 +94,7 @@ func Example_errors() {
 	case errors.Is(err, context.DeadlineExceeded): // Acquire gave up waiting
 	}
 	// Output:
-	// taken: 0 granted, 2 needed
+	// taken: 2 needed, fewer granted: true
 }
 
 // The README's guarded client: a write under a lock that has ended is
