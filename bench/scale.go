@@ -262,8 +262,12 @@ func Waiters(ctx context.Context, n *Nodes, count int) (WaitersResult, error) {
 	keys := n.Keys(fmt.Sprintf("waiters-%d", count), count)
 	held := make([]*redlock.Lock, count)
 	var firstErr atomic.Pointer[error]
+	// Bounded, as every figure: fresh keys are free, so a minute is only
+	// reached when the lock service is stuck, and the figure says why.
+	hctx, hcancel := context.WithTimeout(ctx, time.Minute)
+	defer hcancel()
 	if failed := takeAll(count, acquirers, func(i int) error {
-		l, err := holder.Acquire(ctx, keys[i], redlock.WithAutoExtend(true))
+		l, err := holder.Acquire(hctx, keys[i], redlock.WithAutoExtend(true))
 		held[i] = l
 		if err != nil {
 			firstErr.CompareAndSwap(nil, &err)
