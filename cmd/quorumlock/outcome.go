@@ -408,10 +408,12 @@ func nodeErrors(nodes []*redlock.NodeError, d *nodeDiag) string {
 // refused", "tls: certificate required", "WRONGPASS").
 type nodeDiag struct {
 	lastDial []atomic.Pointer[error]
+	clients  []*redis.Client
+	probed   []atomic.Bool
 }
 
 func newNodeDiag(clients []*redis.Client) *nodeDiag {
-	d := &nodeDiag{lastDial: make([]atomic.Pointer[error], len(clients))}
+	d := &nodeDiag{lastDial: make([]atomic.Pointer[error], len(clients)), clients: clients, probed: make([]atomic.Bool, len(clients))}
 	for i, c := range clients {
 		c.AddHook(dialHook{&d.lastDial[i]})
 	}
@@ -459,12 +461,32 @@ func (h dialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 // explain says in a few words why a request to node i failed with err.
 func (d *nodeDiag) explain(i int, err error) string {
 	if isTimeout(err) && d != nil && i >= 0 && i < len(d.lastDial) {
+		if d.lastDial[i].Load() == nil && i < len(d.clients) && hasSetup(d.clients[i]) && !d.probed[i].Swap(true) {
+			// The round's node timeout may end before a connection's
+			// set-up fails (a TLS 1.3 server refuses a client without a
+			// certificate only after the handshake, on the first read):
+			// one more request, with time to fail, names the cause. Only
+			// where a set-up can fail (TLS, a password), once per node.
+			ctx, cancel := context.WithTimeout(context.Background(), diagTimeout)
+			_ = d.clients[i].Ping(ctx).Err()
+			cancel()
+		}
 		if last := d.lastDial[i].Load(); last != nil {
 			err = *last
 		}
 	}
 	return errText(err)
 }
+
+// hasSetup reports whether a connection to c has a set-up that can fail
+// after the dial: a TLS handshake or an authentication.
+func hasSetup(c *redis.Client) bool {
+	o := c.Options()
+	return o.TLSConfig != nil || o.Password != "" || o.Username != ""
+}
+
+// diagTimeout bounds the request that looks for why a node timed out.
+const diagTimeout = 2 * time.Second
 
 // errText names a connection error the way an operator looks it up.
 func errText(err error) string {
