@@ -250,9 +250,12 @@ func (t *Term) Done() <-chan struct{} { return t.ctx.Done() }
 // Err returns nil while the term lasts; afterwards an error matching
 // ErrLeadershipLost that wraps why.
 func (t *Term) Err() error {
-	if t.ctx.Err() == nil {
+	if t.ctx.Err() == nil && t.l.Err() == nil {
 		return nil
 	}
+	// The term's context follows its lock's end from another goroutine;
+	// once the lock has ended it is cancelled at once.
+	<-t.ctx.Done()
 	return context.Cause(t.ctx)
 }
 
@@ -282,7 +285,12 @@ func (t *Term) Proclaim(ctx context.Context, value []byte) error {
 // Resign ends the term and releases its lock (see Lock.Release): the term's
 // context is cancelled first, then the nodes drop the lock, and the next
 // candidate can lead at once; observers see "no leader" until it does.
-func (t *Term) Resign(ctx context.Context) error { return t.l.Release(ctx) }
+func (t *Term) Resign(ctx context.Context) error {
+	err := t.l.Release(ctx)
+	// When Resign returns, the term is over for its Context and Done too.
+	<-t.ctx.Done()
+	return err
+}
 
 // Run leads the election whenever it can, until ctx ends: it campaigns, runs
 // fn under the term, and when the term ends campaigns again. fn's ctx is the

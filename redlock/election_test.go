@@ -513,6 +513,16 @@ func TestElectionRecordRepairedByExtension(t *testing.T) {
 		t.Fatal("the term's context does not carry its lock")
 	}
 	n := c.Stats().Extended
+	// Campaign returns once a majority has the record: let the third write
+	// land before the records are deleted, or it would bring one back.
+	waitFor(t, func() bool {
+		for _, mr := range tn.mr {
+			if !mr.Exists(leaderPrefix + "rec") {
+				return false
+			}
+		}
+		return true
+	})
 	for _, mr := range tn.mr {
 		mr.Del(leaderPrefix + "rec")
 	}
