@@ -142,17 +142,12 @@ func elect(ctx context.Context, cfg electConfig) error {
 	}
 	opts := []redlock.Option{redlock.WithTTL(cfg.ttl)}
 	if cfg.metricsAddr != "" {
-		mp, stop, err := serveMetrics(cfg.metricsAddr, cfg.stderr)
+		meters, stop, err := metricsOption(ctx, cfg.metricsAddr, cfg.stderr)
 		if err != nil {
 			return err
 		}
-		// Deferred before the Client's Close, so it runs after it.
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = stop(sctx)
-		}()
-		opts = append(opts, redlock.WithMeterProvider(mp))
+		defer stop() // deferred before the Client's Close, so it runs after it
+		opts = append(opts, meters)
 	}
 	opts = append(opts, cfg.clientOpts...)
 	locks, err := redlock.New(nodes, opts...)

@@ -15,11 +15,28 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/quorumlock/quorumlock/redlock"
 )
 
 // metricsAddrHelp is the --metrics-addr flag's help, shared by the
 // commands that take it.
 const metricsAddrHelp = "serve the lock's metrics in Prometheus text format at http://ADDR/metrics (e.g. :9464); off when empty"
+
+// metricsOption serves the metrics on addr (see serveMetrics) and returns
+// the Client option that records into them, and the function that stops the
+// server, within 5 s, once the Client is closed.
+func metricsOption(ctx context.Context, addr string, w io.Writer) (redlock.Option, func(), error) {
+	mp, stop, err := serveMetrics(addr, w)
+	if err != nil {
+		return nil, nil, err
+	}
+	return redlock.WithMeterProvider(mp), func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stop(sctx)
+	}, nil
+}
 
 // serveMetrics starts an HTTP server on addr that serves, at /metrics, in
 // Prometheus text format, what is recorded through the MeterProvider it
