@@ -49,11 +49,11 @@ func (e *UnsupportedError) Error() string {
 func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
 
 // Supports reports whether the cluster's backend can inject f.
-func (c *Cluster) Supports(f Fault) bool { return c.unsupported(f) == nil }
+func (c *Cluster) Supports(f Fault) bool { return c.Unsupported(f) == nil }
 
 // Unsupported returns nil when f is supported, else the UnsupportedError
 // saying why not.
-func (c *Cluster) unsupported(f Fault) error {
+func (c *Cluster) Unsupported(f Fault) error {
 	switch f {
 	case FaultPartition, FaultBlackhole, FaultLatency, FaultReset:
 		return nil // proxies sit in front of every backend

@@ -127,7 +127,7 @@ func (n *Node) setRunning(running bool) {
 }
 
 func (n *Node) begin(f Fault) error {
-	if err := n.c.unsupported(f); err != nil {
+	if err := n.c.Unsupported(f); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -198,7 +198,7 @@ func (n *Node) startLocked(ctx context.Context, wipe bool, p Persistence) error 
 	}
 	if p != PersistDefault {
 		if p != n.Persistence() {
-			if err := n.c.unsupported(FaultPersistence); err != nil {
+			if err := n.c.Unsupported(FaultPersistence); err != nil {
 				return err
 			}
 		}

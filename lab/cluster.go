@@ -27,6 +27,12 @@ func ClusterFleet(opts cluster.Options) func(ctx context.Context, spec FleetSpec
 			c.Close()
 			return nil, fmt.Errorf("%w: backend %s cannot choose the nodes' persistence", ErrUnsupported, c.Backend())
 		}
+		for _, f := range spec.Faults {
+			if err := c.Unsupported(f); err != nil {
+				c.Close()
+				return nil, unsupported(err)
+			}
+		}
 		return clusterFleet{c}, nil
 	}
 }

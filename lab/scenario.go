@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/quorumlock/quorumlock/cluster"
 )
 
 // A Scenario is a workload plus a fault schedule plus the outcome it expects,
@@ -38,6 +40,9 @@ type Scenario struct {
 // FleetSpec is how a scenario wants its nodes started.
 type FleetSpec struct {
 	AOFAlways bool // every node fsyncs its AOF on every write
+	// Faults the scenario injects: a fleet that cannot inject one of them
+	// refuses at once (ErrUnsupported), before any setup runs.
+	Faults []cluster.Fault
 }
 
 // both expects e of every implementation.
@@ -53,30 +58,31 @@ var live = Expectation{Violations: None, LostUpdates: None, StaleWrites: None, A
 // A fault is something done to a node and, for most, undone later.
 type fault struct {
 	name   string
-	down   bool // the node is unreachable while the fault lasts
+	kind   cluster.Fault // what the fleet must support
+	down   bool          // the node is unreachable while the fault lasts
 	apply  func(ctx context.Context, n Node, ttl time.Duration) error
 	revert func(ctx context.Context, n Node, ttl time.Duration) error
 }
 
 var (
-	faultKill = fault{name: "kill", down: true,
+	faultKill = fault{name: "kill", kind: cluster.FaultKill, down: true,
 		apply: func(ctx context.Context, n Node, _ time.Duration) error { return n.Kill(ctx) },
 		revert: func(ctx context.Context, n Node, _ time.Duration) error {
 			return n.Restart(ctx, Restart{WipeData: true})
 		},
 	}
-	faultPause = fault{name: "pause", down: true,
+	faultPause = fault{name: "pause", kind: cluster.FaultPause, down: true,
 		apply:  func(ctx context.Context, n Node, _ time.Duration) error { return n.Pause(ctx) },
 		revert: func(ctx context.Context, n Node, _ time.Duration) error { return n.Resume(ctx) },
 	}
-	faultPartition = fault{name: "partition", down: true,
+	faultPartition = fault{name: "partition", kind: cluster.FaultPartition, down: true,
 		apply:  func(ctx context.Context, n Node, _ time.Duration) error { return n.Partition(ctx) },
 		revert: func(ctx context.Context, n Node, _ time.Duration) error { return n.Heal(ctx) },
 	}
 	// faultSlow delays every reply by a tenth of the TTL: longer than
 	// redsync's per-node timeout (5% of the TTL), so the node is as good as
 	// absent for it, but well inside the validity.
-	faultSlow = fault{name: "slow",
+	faultSlow = fault{name: "slow", kind: cluster.FaultLatency,
 		apply: func(ctx context.Context, n Node, ttl time.Duration) error {
 			return n.Latency(ctx, ttl/10, ttl/50)
 		},
@@ -130,16 +136,16 @@ func Scenarios() []Scenario {
 					return Expectation{Violations: Expected}
 				}
 				return safe
-			}, FleetSpec{}, attackRestart(Restart{WipeData: true}), true, guardQuarantine),
+			}, FleetSpec{Faults: []cluster.Fault{cluster.FaultRestart}}, attackRestart(Restart{WipeData: true}), true, guardQuarantine),
 		attack("restart-delayed", "the same, but the node stays down longer than the TTL",
 			"As restart-now, but the restarted node stays down for 1.5 × TTL before it comes back empty "+
 				"(the spec's delayed restart, done by the operator).",
 			"no violations for both: A's validity has ended before the node votes again.",
-			both(safe), FleetSpec{}, attackRestart(Restart{WipeData: true, Delay: -1}), false, guardNone),
+			both(safe), FleetSpec{Faults: []cluster.Fault{cluster.FaultRestart}}, attackRestart(Restart{WipeData: true, Delay: -1}), false, guardNone),
 		attack("restart-aof", "the same, with AOF fsync always",
 			"As restart-now, but every node runs with appendonly yes, appendfsync always, and the restart keeps the data.",
 			"no violations for both: the key survives the restart.",
-			both(safe), FleetSpec{AOFAlways: true}, attackRestart(Restart{AOFAlways: true}), false, guardNone),
+			both(safe), FleetSpec{AOFAlways: true, Faults: []cluster.Fault{cluster.FaultRestart}}, attackRestart(Restart{AOFAlways: true}), false, guardNone),
 		attack("clock-jump", "holder on a bare majority, one of its nodes' clock jumps past the TTL",
 			"As restart-now, but instead of a restart the wall clock of one of A's nodes jumps forward by 2 × TTL, "+
 				"which expires A's key there (Redis expires by wall clock).",
@@ -149,7 +155,7 @@ func Scenarios() []Scenario {
 					return Expectation{Violations: Expected}
 				}
 				return safe
-			}, FleetSpec{}, attackClockJump, true, guardSkew),
+			}, FleetSpec{Faults: []cluster.Fault{cluster.FaultClockJump}}, attackClockJump, true, guardSkew),
 		holders("client-pause", "clients pause past their validity, no fencing",
 			"As baseline, but a quarter of the holds last until half a TTL after the lock's validity ended "+
 				"(a GC pause, a swapped-out process) and the client then writes anyway.",
@@ -215,6 +221,11 @@ const holdersClients = 4
 
 func holders(name, title, desc, expect string, want func(string) Expectation, steps []step, hw func(time.Duration) Holders) Scenario {
 	s := Scenario{Name: name, Title: title, Description: desc, Expect: expect, Want: want}
+	for _, st := range steps {
+		if !slices.Contains(s.Fleet.Faults, st.fault.kind) {
+			s.Fleet.Faults = append(s.Fleet.Faults, st.fault.kind)
+		}
+	}
 	s.run = func(ctx context.Context, r *run) error {
 		h := hw(r.ttl)
 		r.fencing, r.counter = h.Fenced, true

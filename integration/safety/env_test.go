@@ -3,7 +3,6 @@ package safety
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -75,11 +74,6 @@ func values(t *testing.T, c *cluster.Cluster, key string) []string {
 		out[i] = v
 	}
 	return out
-}
-
-// holdsExactly reports whether token is stored on exactly the nodes want.
-func holdsExactly(vals []string, token string, want []int) bool {
-	return slices.Equal(holders(vals, token), want)
 }
 
 func holders(vals []string, token string) []int {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,8 +261,11 @@ func restartWithDataKept(t *testing.T, c *cluster.Cluster, full *redlock.Client)
 	if err != nil {
 		t.Fatalf("with four healthy nodes: %v", err)
 	}
-	if got := values(t, c, fk); !holdsExactly(got, fl.Token(), []int{0, 1, 2, 3}) {
-		t.Errorf("the lock is on nodes %v; want 0-3, node %d in quarantine", holders(got, fl.Token()), restarted)
+	// A loaded host may time out one healthy node's vote (its straggler is
+	// then cleaned up), so the property is a majority of the four healthy
+	// nodes and nothing on the quarantined one.
+	if on := holders(values(t, c, fk), fl.Token()); len(on) < 3 || slices.Contains(on, restarted) {
+		t.Errorf("the lock is on nodes %v; want a majority of 0-3 and not node %d, which is in quarantine", on, restarted)
 	}
 	if err := fl.Release(ctx); err != nil {
 		t.Fatal(err)
