@@ -33,14 +33,14 @@ func newExternalNode(rawURL string, allowRemote bool) (*externalNode, error) {
 			// Its message quotes the URL, password included.
 			err = errors.New("not a valid URL")
 		}
-		return nil, fmt.Errorf("cluster: bad URL %q: %w", redactURL(rawURL), err)
+		return nil, fmt.Errorf("cluster: bad URL %q: %w", RedactURL(rawURL), err)
 	}
 	host, _, err := net.SplitHostPort(o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: URL %q: %w", redactURL(rawURL), err)
+		return nil, fmt.Errorf("cluster: URL %q: %w", RedactURL(rawURL), err)
 	}
 	if !allowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("cluster: URL %q: host %q is not loopback (set Options.AllowNonLoopback)", redactURL(rawURL), host)
+		return nil, fmt.Errorf("cluster: URL %q: host %q is not loopback (set Options.AllowNonLoopback)", RedactURL(rawURL), host)
 	}
 	return &externalNode{addr: o.Addr, opts: o}, nil
 }
@@ -93,9 +93,9 @@ func (x *externalNode) unsupported(f Fault) error {
 	return &UnsupportedError{Backend: BackendExternal, Fault: f, Reason: "the cluster does not own external processes"}
 }
 
-// redactURL masks the password of a node URL for messages. When the URL
+// RedactURL masks the password of a node URL for messages. When the URL
 // does not parse, everything between the scheme and the last '@' is masked.
-func redactURL(s string) string {
+func RedactURL(s string) string {
 	if u, err := url.Parse(s); err == nil {
 		return u.Redacted()
 	}

@@ -1,13 +1,10 @@
 package lab
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"text/tabwriter"
 )
 
 // electionColumns are the election table's columns, shared by the terminal
@@ -46,20 +43,15 @@ func electionRow(o ElectionOutcome) []string {
 
 // WriteElectionTable prints the election results as an aligned table.
 func WriteElectionTable(w io.Writer, r *ElectionResults) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(electionColumns, "\t"))
+	var rows [][]string
 	for _, o := range r.Runs {
-		fmt.Fprintln(tw, strings.Join(electionRow(o), "\t"))
+		rows = append(rows, electionRow(o))
 	}
-	return tw.Flush()
+	return writeAligned(w, electionColumns, rows)
 }
 
 // WriteElectionJSON writes the election results for machines.
-func WriteElectionJSON(w io.Writer, r *ElectionResults) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func WriteElectionJSON(w io.Writer, r *ElectionResults) error { return writeIndentedJSON(w, r) }
 
 // WriteElectionReport writes dir/election.md and dir/election.json,
 // creating dir.
@@ -95,19 +87,5 @@ func WriteElectionReport(dir string, r *ElectionResults) error {
 		}
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "election.md"), []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("lab: election report: %w", err)
-	}
-	f, err := os.Create(filepath.Join(dir, "election.json"))
-	if err != nil {
-		return fmt.Errorf("lab: election report: %w", err)
-	}
-	return errorsJoinClose(WriteElectionJSON(f, r), f)
-}
-
-func errorsJoinClose(err error, c io.Closer) error {
-	if cerr := c.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return writeReportFiles(dir, "election report", "election.md", b.String(), "election.json", r)
 }

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -174,17 +173,10 @@ func WriteSeedReport(dir string, r SeedResult, replay string) (string, error) {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(d, "timeline.txt"), []byte(b.String()), 0o644); err != nil {
-		return "", fmt.Errorf("lab: explore report: %w", err)
-	}
 	if err := writeTimeline(filepath.Join(d, "timeline.svg"), sr); err != nil {
 		return "", err
 	}
-	js, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	return d, os.WriteFile(filepath.Join(d, "result.json"), js, 0o644)
+	return d, writeReportFiles(d, "explore report", "timeline.txt", b.String(), "result.json", r)
 }
 
 // describeRun lists the faults as they happened and every violation with

@@ -1,13 +1,11 @@
 package lab
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -63,22 +61,17 @@ func round(d time.Duration) string {
 
 // WriteTable prints the results as an aligned table.
 func WriteTable(w io.Writer, r *Results) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(columns, "\t"))
+	var rows [][]string
 	for _, s := range r.Scenarios {
 		for _, o := range s.Outcomes {
-			fmt.Fprintln(tw, strings.Join(row(s, o), "\t"))
+			rows = append(rows, row(s, o))
 		}
 	}
-	return tw.Flush()
+	return writeAligned(w, columns, rows)
 }
 
 // WriteJSON writes the results for machines.
-func WriteJSON(w io.Writer, r *Results) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func WriteJSON(w io.Writer, r *Results) error { return writeIndentedJSON(w, r) }
 
 // WriteReport writes dir/README.md, dir/results.json and one timeline picture
 // per scenario into dir, creating it.
@@ -96,18 +89,7 @@ func WriteReport(dir string, r *Results) error {
 	}
 	var md strings.Builder
 	writeMarkdown(&md, r)
-	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(md.String()), 0o644); err != nil {
-		return fmt.Errorf("lab: report: %w", err)
-	}
-	f, err := os.Create(filepath.Join(dir, "results.json"))
-	if err != nil {
-		return fmt.Errorf("lab: report: %w", err)
-	}
-	if err := WriteJSON(f, r); err != nil {
-		f.Close()
-		return fmt.Errorf("lab: report: %w", err)
-	}
-	return f.Close()
+	return writeReportFiles(dir, "report", "README.md", md.String(), "results.json", r)
 }
 
 func writeMarkdown(w io.Writer, r *Results) {

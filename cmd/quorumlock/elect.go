@@ -25,20 +25,15 @@ func init() { subcommands = append(subcommands, newElectCmd) }
 // electConfig is what `elect` needs; the command fills it from flags, tests
 // directly.
 type electConfig struct {
-	nodes     []string
-	tls       tlsFiles
+	command
 	key       string
 	identity  string // "": the library's default, host:pid
 	value     string
 	ttl       time.Duration
 	grace     time.Duration
 	bootstrap bool
-	argv      []string
 	// metricsAddr, when set, is where the lock's metrics are served.
 	metricsAddr string
-
-	stdin          io.Reader
-	stdout, stderr io.Writer
 
 	// clientOpts are given to redlock.New after those from flags: the
 	// place for redlock.WithMeterProvider when metrics are served.
@@ -84,15 +79,9 @@ Exit status:
 ` + nodesHelp,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			if c.ArgsLenAtDash() > 0 {
-				return fmt.Errorf("unexpected arguments %q before --: put the command after --", args[:c.ArgsLenAtDash()])
-			}
-			var err error
-			if cfg.nodes, cfg.tls, err = nodes.resolve(); err != nil {
+			if err := cfg.fromArgs(c, args, nodes); err != nil {
 				return err
 			}
-			cfg.argv = args
-			cfg.stdin, cfg.stdout, cfg.stderr = c.InOrStdin(), c.OutOrStdout(), c.ErrOrStderr()
 			return elect(c.Context(), cfg)
 		},
 	}
@@ -104,7 +93,7 @@ Exit status:
 	f.DurationVar(&cfg.ttl, "ttl", redlock.DefaultTTL, "term lock TTL: a standby takes over about this long after the leader stops extending")
 	f.DurationVar(&cfg.grace, "grace", 10*time.Second, "time between SIGTERM and SIGKILL when COMMAND is stopped")
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", "", metricsAddrHelp)
-	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "first declare the nodes freshly deployed (as quorumlock bootstrap does), so they vote without a restart quarantine; it never shortens the quarantine of a restarted minority, but takes a majority that lost its data at once for a fresh deployment")
+	f.BoolVar(&cfg.bootstrap, "bootstrap", false, bootstrapHelp)
 	return c
 }
 

@@ -22,8 +22,8 @@ while :; do sleep 0.05; done`
 func testElect(tn *testNodes, key, id string, argv ...string) (electConfig, *syncBuffer) {
 	stderr := &syncBuffer{}
 	return electConfig{
-		nodes: tn.urls, key: key, identity: id, ttl: time.Second, grace: 5 * time.Second,
-		bootstrap: true, argv: argv, stdout: stderr, stderr: stderr,
+		command: command{nodes: tn.urls, argv: argv, stdout: stderr, stderr: stderr},
+		key:     key, identity: id, ttl: time.Second, grace: 5 * time.Second, bootstrap: true,
 	}, stderr
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
+
+	"github.com/quorumlock/quorumlock/cluster"
 )
 
 // nodesEnv supplies the node URLs when neither --nodes nor --nodes-file is
@@ -127,7 +129,7 @@ func readNodesFile(path string) ([]string, nodeSource, error) {
 			continue
 		}
 		if strings.ContainsAny(line, " \t") {
-			return nil, src, fmt.Errorf("%s: line %d %q: one URL per line, without spaces", src.name, n, redactURL(line))
+			return nil, src, fmt.Errorf("%s: line %d %q: one URL per line, without spaces", src.name, n, cluster.RedactURL(line))
 		}
 		urls = append(urls, line)
 		src.lines = append(src.lines, n)
@@ -167,12 +169,12 @@ func parseNodes(urls []string, src nodeSource, tf tlsFiles) ([]*redis.Options, e
 		}
 		o, err := redis.ParseURL(u)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s %q: %w", src.name, src.node(i), redactURL(u), withoutURL(err))
+			return nil, fmt.Errorf("%s: %s %q: %w", src.name, src.node(i), cluster.RedactURL(u), withoutURL(err))
 		}
 		server := o.Network + " " + strings.ToLower(o.Addr)
 		if j, dup := seen[server]; dup {
 			return nil, fmt.Errorf("%s: %s %q is the same server (%s) as %s: each node must be a separate Redis master",
-				src.name, src.node(i), redactURL(u), o.Addr, src.node(j))
+				src.name, src.node(i), cluster.RedactURL(u), o.Addr, src.node(j))
 		}
 		seen[server] = i
 		if o.TLSConfig != nil {
@@ -262,23 +264,6 @@ func closeNodes(clients []*redis.Client) error {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
-}
-
-// redactURL masks the password of a node URL for messages. When the URL
-// does not parse, everything between the scheme and the last '@' is masked.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	at := strings.LastIndex(s, "@")
-	if at < 0 {
-		return s
-	}
-	start := 0
-	if i := strings.Index(s, "://"); i >= 0 && i < at {
-		start = i + len("://")
-	}
-	return s[:start] + "xxxxx" + s[at:]
 }
 
 // withoutURL replaces an error of net/url, whose message quotes the URL

@@ -27,8 +27,7 @@ func init() { subcommands = append(subcommands, newRunCmd) }
 // runConfig is what `run` needs; the command fills it from flags, tests
 // directly.
 type runConfig struct {
-	nodes     []string
-	tls       tlsFiles
+	command
 	key       string
 	ttl       time.Duration
 	wait      time.Duration // 0: wait until interrupted
@@ -39,10 +38,6 @@ type runConfig struct {
 	bootstrap bool
 	// metricsAddr, when set, is where the lock's metrics are served.
 	metricsAddr string
-	argv        []string
-
-	stdin          io.Reader
-	stdout, stderr io.Writer
 
 	// extra options, for the client and each acquisition, after those from
 	// flags (tests lengthen the node timeout, turn off auto-extension).
@@ -93,15 +88,9 @@ on stderr says which it was.
 ` + nodesHelp,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			if c.ArgsLenAtDash() > 0 {
-				return fmt.Errorf("unexpected arguments %q before --: put the command after --", args[:c.ArgsLenAtDash()])
-			}
-			var err error
-			if cfg.nodes, cfg.tls, err = nodes.resolve(); err != nil {
+			if err := cfg.fromArgs(c, args, nodes); err != nil {
 				return err
 			}
-			cfg.argv = args
-			cfg.stdin, cfg.stdout, cfg.stderr = c.InOrStdin(), c.OutOrStdout(), c.ErrOrStderr()
 			return runLocked(c.Context(), cfg)
 		},
 	}
@@ -114,7 +103,7 @@ on stderr says which it was.
 	f.BoolVar(&cfg.fencing, "fencing", false, "obtain a fence token and pass it as QUORUMLOCK_FENCE")
 	f.DurationVar(&cfg.grace, "grace", 10*time.Second, "after a lost lock, time between SIGTERM and SIGKILL")
 	f.DurationVar(&cfg.maxHold, "max-hold", 0, "stop extending the lock after this time (COMMAND is then terminated); 0: no limit")
-	f.BoolVar(&cfg.bootstrap, "bootstrap", false, "first declare the nodes freshly deployed (as quorumlock bootstrap does), so they vote without a restart quarantine; it never shortens the quarantine of a restarted minority, but takes a majority that lost its data at once for a fresh deployment")
+	f.BoolVar(&cfg.bootstrap, "bootstrap", false, bootstrapHelp)
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", "", metricsAddrHelp)
 	c.MarkFlagsMutuallyExclusive("wait", "no-wait")
 	return c

@@ -201,8 +201,8 @@ func runNodes(t *testing.T, n int) *testNodes {
 func testRun(tn *testNodes, key string, argv ...string) (runConfig, *syncBuffer, *syncBuffer) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	return runConfig{
-		nodes: tn.urls, key: key, ttl: 2 * time.Second, grace: 2 * time.Second,
-		bootstrap: true, argv: argv, stdout: stdout, stderr: stderr,
+		command: command{nodes: tn.urls, argv: argv, stdout: stdout, stderr: stderr},
+		key:     key, ttl: 2 * time.Second, grace: 2 * time.Second, bootstrap: true,
 	}, stdout, stderr
 }
 
