@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -32,6 +33,18 @@ func (cmd *command) fromArgs(c *cobra.Command, args []string, nodes *nodeFlags) 
 	}
 	cmd.argv = args
 	cmd.stdin, cmd.stdout, cmd.stderr = c.InOrStdin(), c.OutOrStdout(), c.ErrOrStderr()
+	return nil
+}
+
+// check refuses a missing or empty command name; example shows the
+// subcommand's usage.
+func (cmd *command) check(example string) error {
+	switch {
+	case len(cmd.argv) == 0:
+		return fmt.Errorf("no command: give it after --, e.g. %s", example)
+	case cmd.argv[0] == "":
+		return errors.New("the command name is empty")
+	}
 	return nil
 }
 

@@ -98,13 +98,13 @@ Exit status:
 }
 
 func (cfg *electConfig) check() error {
-	switch {
-	case cfg.key == "":
+	if cfg.key == "" {
 		return errors.New("--key is empty: give the election name")
-	case len(cfg.argv) == 0:
-		return errors.New("no command: give it after --, e.g. quorumlock elect --key KEY -- ./scheduler")
-	case cfg.argv[0] == "":
-		return errors.New("the command name is empty")
+	}
+	if err := cfg.command.check("quorumlock elect --key KEY -- ./scheduler"); err != nil {
+		return err
+	}
+	switch {
 	case cfg.ttl <= 0:
 		return fmt.Errorf("--ttl %v must be positive", cfg.ttl)
 	case cfg.grace < 0:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -364,13 +363,7 @@ func (v *lockView) blockage() *blockage {
 		}
 		b.nodes = append(b.nodes, p)
 	}
-	b.decide()
-	if b.why != whyTaken {
-		// Not enough for "taken", and the key on a node may be the
-		// waiter's own attempt: only the nodes that cannot vote matter.
-		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
-		b.decide()
-	}
+	b.decideFromRead()
 	return b
 }
 

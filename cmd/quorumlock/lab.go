@@ -171,19 +171,29 @@ func runLab(ctx context.Context, cfg labConfig) error {
 	if res == nil {
 		return runErr
 	}
-	if err := lab.WriteReport(cfg.out, res); err != nil {
-		return errors.Join(runErr, err)
-	}
-	if cfg.json {
-		err = lab.WriteJSON(cfg.stdout, res)
-	} else {
-		err = lab.WriteTable(cfg.stdout, res)
-		fmt.Fprintf(cfg.stdout, "\nreport: %s (took %v)\n", filepath.Join(cfg.out, "README.md"), res.Elapsed.Round(time.Second))
-	}
+	err = writeLabOutput(cfg.stdout, cfg.out, "README.md", cfg.json, res.Elapsed, res, lab.WriteReport, lab.WriteJSON, lab.WriteTable)
 	if err != nil || runErr != nil {
 		return errors.Join(runErr, err)
 	}
 	return labStatus(res)
+}
+
+// writeLabOutput writes a finished run's report into dir (its main page is
+// file), then prints the results on w: as JSON, or as a table followed by
+// where the report is.
+func writeLabOutput[R any](w io.Writer, dir, file string, asJSON bool, took time.Duration, res R,
+	writeReport func(string, R) error, writeJSON, writeTable func(io.Writer, R) error) error {
+	if err := writeReport(dir, res); err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(w, res)
+	}
+	if err := writeTable(w, res); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nreport: %s (took %v)\n", filepath.Join(dir, file), took.Round(time.Second))
+	return err
 }
 
 // labStatus is the command's verdict on a finished run: exitLabUnsafe when

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -114,15 +113,8 @@ func runLabElection(ctx context.Context, cfg labElectionConfig) error {
 	if res == nil {
 		return runErr
 	}
-	if err := lab.WriteElectionReport(cfg.out, res); err != nil {
-		return errors.Join(runErr, err)
-	}
-	if cfg.json {
-		err = lab.WriteElectionJSON(cfg.stdout, res)
-	} else {
-		err = lab.WriteElectionTable(cfg.stdout, res)
-		fmt.Fprintf(cfg.stdout, "\nreport: %s (took %v)\n", filepath.Join(cfg.out, "election.md"), res.Elapsed.Round(time.Second))
-	}
+	err = writeLabOutput(cfg.stdout, cfg.out, "election.md", cfg.json, res.Elapsed, res,
+		lab.WriteElectionReport, lab.WriteElectionJSON, lab.WriteElectionTable)
 	if err != nil || runErr != nil {
 		return errors.Join(runErr, err)
 	}

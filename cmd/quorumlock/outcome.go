@@ -138,12 +138,19 @@ func fromStates(states []redlock.NodeState, needed int, maxSkew time.Duration) *
 		}
 		b.nodes = append(b.nodes, p)
 	}
+	b.decideFromRead()
+	return b
+}
+
+// decideFromRead sets the reason from nodes read rather than voted: unless
+// keys make the lock taken, a key on a node may be the waiter's own attempt,
+// and only the nodes that cannot vote matter.
+func (b *blockage) decideFromRead() {
 	b.decide()
 	if b.why != whyTaken {
 		b.nodes = slices.DeleteFunc(b.nodes, func(p nodeProblem) bool { return p.kind == nodeTaken })
 		b.decide()
 	}
-	return b
 }
 
 // decide sets the reason from the nodes.

@@ -224,13 +224,13 @@ func connect(ctx context.Context, clients []*redis.Client) []error {
 }
 
 func (cfg *runConfig) check() error {
-	switch {
-	case cfg.key == "":
+	if cfg.key == "" {
 		return errors.New("--key is empty: give the lock key")
-	case len(cfg.argv) == 0:
-		return errors.New("no command: give it after --, e.g. quorumlock run --key KEY -- ./job.sh")
-	case cfg.argv[0] == "":
-		return errors.New("the command name is empty")
+	}
+	if err := cfg.command.check("quorumlock run --key KEY -- ./job.sh"); err != nil {
+		return err
+	}
+	switch {
 	case cfg.ttl <= 0:
 		return fmt.Errorf("--ttl %v must be positive", cfg.ttl)
 	case cfg.wait < 0:
