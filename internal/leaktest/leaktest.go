@@ -53,16 +53,23 @@ func Find(patience time.Duration) error {
 
 // RedisLogger is a go-redis logger (redis.SetLogger) that drops the
 // connection pool's reports of dials that failed and of connections it could
-// not get: in tests they are the expected echo of nodes killed, paused or
-// partitioned on purpose, and the command that needed the connection returns
-// the same error to the test. Every other message (a panic recovered in the
-// pool, a connection with unread data) is written to W.
+// not get, and of a pooled connection retired because the server's TLS
+// alert (a client certificate refused) arrived on it: in tests they are the
+// expected echo of nodes killed, paused, partitioned or refusing on purpose,
+// and the command that needed the connection returns the same error to the
+// test. Every other message (a panic recovered in the pool, a connection with
+// unread data) is written to W.
 type RedisLogger struct{ W io.Writer }
 
 // Printf implements go-redis' internal.Logging.
 func (l RedisLogger) Printf(_ context.Context, format string, v ...any) {
 	if strings.HasPrefix(format, "redis: connection pool: failed to") {
 		return
+	}
+	if strings.HasPrefix(format, "push: pre-command drain failed") && len(v) == 1 {
+		if err, ok := v[0].(error); ok && strings.Contains(err.Error(), "remote error: tls:") {
+			return
+		}
 	}
 	fmt.Fprintf(l.W, "redis: "+strings.TrimPrefix(format, "redis: ")+"\n", v...)
 }
