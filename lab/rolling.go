@@ -2,10 +2,13 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/quorumlock/quorumlock/redlock"
 )
 
 // The rolling restart (issue #11): the nodes are killed and restarted
@@ -203,5 +206,25 @@ roll:
 	rctx, rcancel := context.WithTimeout(context.Background(), storageTimeout)
 	_ = k.Release(rctx) // a lost lock's release fails, and says nothing new
 	rcancel()
+	if faultErr == nil && !rec.Kept && starvedLoss(k.Err()) {
+		// Not one node refused: the extensions found no node answering in
+		// time, which on healthy nodes says the host was too busy.
+		return shapeLost("the holder's extensions timed out on every node that failed (a starved host): %v", k.Err())
+	}
 	return faultErr
+}
+
+// starvedLoss reports whether a lock was lost to a round in which every
+// node that did not say yes failed to answer in time, none refusing.
+func starvedLoss(err error) bool {
+	var re *redlock.RoundError
+	if !errors.As(err, &re) || len(re.Nodes) == 0 {
+		return false
+	}
+	for _, n := range re.Nodes {
+		if n.Reason != redlock.NodeFailed || !errors.Is(n.Err, context.DeadlineExceeded) {
+			return false
+		}
+	}
+	return true
 }

@@ -181,3 +181,19 @@ func downNode(t testing.TB) string {
 }
 
 func bg() context.Context { return context.Background() }
+
+// starvedRound reports whether err comes from a round that failed only
+// because nodes did not answer in time (node timeouts, requests piled up):
+// on a loaded host that says the host was slow, not that a node refused.
+func starvedRound(err error) bool {
+	var re *RoundError
+	if !errors.As(err, &re) || len(re.Nodes) == 0 {
+		return false
+	}
+	for _, n := range re.Nodes {
+		if n.Reason != NodeFailed || !(errors.Is(n.Err, context.DeadlineExceeded) || errors.Is(n.Err, errNotAnswering)) {
+			return false
+		}
+	}
+	return true
+}
