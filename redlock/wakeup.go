@@ -22,11 +22,15 @@ type waker struct {
 	keys   map[string]map[*wakeup]struct{}
 	active bool
 	closed bool
-	ctx    context.Context // ends the listeners
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	errs   []error
+	// subscribed[i] is whether node i's subscription was confirmed once,
+	// live how many were; guarded by mu.
+	subscribed []bool
+	live       int
+	ctx        context.Context // ends the listeners
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	errMu      sync.Mutex
+	errs       []error
 }
 
 // wakeup is one waiter's signal. Each node announces a release once it
@@ -84,9 +88,10 @@ func (w *waker) add(wu *wakeup) *wakeup {
 	set[wu] = struct{}{}
 	if !w.active {
 		w.active = true
-		for _, n := range w.c.nodes {
+		w.subscribed = make([]bool, len(w.c.nodes))
+		for i, n := range w.c.nodes {
 			w.wg.Add(1)
-			go w.listen(n)
+			go w.listen(i, n)
 		}
 	}
 	return wu
@@ -103,9 +108,10 @@ func (w *waker) unregister(wu *wakeup) {
 	}
 }
 
-// listen owns node n's subscription until the waker closes. go-redis
-// reconnects and resubscribes a broken subscription by itself.
-func (w *waker) listen(n *node) {
+// listen owns node i's subscription until the waker closes. go-redis
+// reconnects and resubscribes a broken subscription by itself; what was
+// published meanwhile is lost (see subscribed).
+func (w *waker) listen(i int, n *node) {
 	defer w.wg.Done()
 	ps := n.rdb.Subscribe(w.ctx, releasedChannel)
 	defer func() {
@@ -115,7 +121,7 @@ func (w *waker) listen(n *node) {
 			w.errMu.Unlock()
 		}
 	}()
-	msgs := ps.Channel()
+	msgs := ps.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -124,10 +130,45 @@ func (w *waker) listen(n *node) {
 			if !ok {
 				return
 			}
-			token, rest, ok1 := strings.Cut(m.Payload, " ")
-			head, key, ok2 := strings.Cut(rest, " ")
-			if ok1 && ok2 {
-				w.deliver(key, token, head)
+			switch m := m.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					w.confirmed(i)
+				}
+			case *redis.Message:
+				token, rest, ok1 := strings.Cut(m.Payload, " ")
+				head, key, ok2 := strings.Cut(rest, " ")
+				if ok1 && ok2 {
+					w.deliver(key, token, head)
+				}
+			}
+		}
+	}
+}
+
+// confirmed notes that node i confirmed its subscription. A waiter hears
+// only what is published after that: one that registered before a majority
+// of the subscriptions were confirmed may have missed the release it waits
+// for (its attempt found the key held, the announcements went out before
+// anyone listened), and would sleep until its retry delay or its place's
+// refresh — a third of the TTL. So every waiter wakes to try again once a
+// majority is confirmed, and whenever a node confirms a subscription again
+// after go-redis reconnected it, which loses what was published meanwhile.
+func (w *waker) confirmed(i int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.subscribed[i] {
+		w.subscribed[i] = true
+		w.live++
+		if w.live != w.c.Quorum() {
+			return
+		}
+	}
+	for _, set := range w.keys {
+		for wu := range set {
+			select {
+			case wu.ch <- struct{}{}:
+			default:
 			}
 		}
 	}

@@ -1,0 +1,132 @@
+package redlock
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// dialGate holds back new connections while it is shut: a slow network, or
+// a node that takes a while to accept, for the connections dialled then.
+type dialGate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while the gate is open
+}
+
+func newDialGate() *dialGate {
+	g := &dialGate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *dialGate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+	default:
+	}
+}
+
+func (g *dialGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *dialGate) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		g.mu.Lock()
+		open := g.open
+		g.mu.Unlock()
+		select {
+		case <-open:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return next(ctx, network, addr)
+	}
+}
+func (g *dialGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (g *dialGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A release announced before the waiter's subscriptions are up is missed;
+// once they are up, the waiter must try again rather than sleep out its
+// place's refresh interval (a third of the TTL) when it queued behind the
+// holder.
+func TestWakeupMissedBeforeSubscribed(t *testing.T) {
+	// The place's refresh interval is long (a TTL of 3 minutes: a minute),
+	// the retry delay longer: only a wake-up can end the waiter's sleep
+	// within the test's patience.
+	const ttl = 3 * time.Minute
+	tn := newNodes(t, 3)
+	holder := newClient(t, tn, WithQuarantine(ttl))
+	// The waiter's own connections, as another process has them.
+	gate := newDialGate()
+	var conns []redis.UniversalClient
+	for _, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		rdb.AddHook(gate)
+		conns = append(conns, rdb)
+	}
+	waiter, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = waiter.Close() })
+	if err := waiter.Bootstrap(bg()); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter's pools hold a connection to every node; only connections
+	// dialled from now on (the subscriptions) wait for the gate.
+	if l, err := waiter.TryAcquire(bg(), "warm"); err != nil {
+		t.Fatal(err)
+	} else if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	gate.shut()
+	defer gate.release()
+
+	l, err := holder.TryAcquire(bg(), "missed", WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(bg(), ttl/6) // half the sleep the waiter must not take
+	defer cancel()
+	go func() {
+		l2, err := waiter.Acquire(ctx, "missed")
+		if err == nil {
+			err = l2.Release(bg())
+		}
+		got <- err
+	}()
+	// The waiter queued on every node, first in line behind the holder.
+	waitFor(t, func() bool {
+		for i := range tn.mr {
+			if len(tn.queueEntries(t, i, "missed")) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := l.Release(bg()); err != nil { // announced to nobody
+		t.Fatal(err)
+	}
+	gate.release()
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter did not get the lock released before its subscriptions were up: %v", err)
+	}
+}
