@@ -22,15 +22,11 @@ type waker struct {
 	keys   map[string]map[*wakeup]struct{}
 	active bool
 	closed bool
-	// subscribed[i] is whether node i's subscription was confirmed once,
-	// live how many were; guarded by mu.
-	subscribed []bool
-	live       int
-	ctx        context.Context // ends the listeners
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	errMu      sync.Mutex
-	errs       []error
+	ctx    context.Context // ends the listeners
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	errs   []error
 }
 
 // wakeup is one waiter's signal. Each node announces a release once it
@@ -88,7 +84,6 @@ func (w *waker) add(wu *wakeup) *wakeup {
 	set[wu] = struct{}{}
 	if !w.active {
 		w.active = true
-		w.subscribed = make([]bool, len(w.c.nodes))
 		for i, n := range w.c.nodes {
 			w.wg.Add(1)
 			go w.listen(i, n)
@@ -147,23 +142,18 @@ func (w *waker) listen(i int, n *node) {
 }
 
 // confirmed notes that node i confirmed its subscription. A waiter hears
-// only what is published after that: one that registered before a majority
-// of the subscriptions were confirmed may have missed the release it waits
-// for (its attempt found the key held, the announcements went out before
-// anyone listened), and would sleep until its retry delay or its place's
-// refresh — a third of the TTL. So every waiter wakes to try again once a
-// majority is confirmed, and whenever a node confirms a subscription again
-// after go-redis reconnected it, which loses what was published meanwhile.
+// only what a node publishes after that: one that registered before may
+// have missed the release it waits for (its attempt found the key held, the
+// announcement went out before this Client listened there), and a release
+// announced by exactly a majority of nodes, one of them this one, then
+// never adds up to a majority. The waiter would sleep until its retry delay
+// or its place's refresh, a third of the TTL. So every waiter wakes to try
+// again whenever a node confirms a subscription: at the Client's first
+// wait, once per node, and after go-redis reconnected a subscription, which
+// loses what was published meanwhile.
 func (w *waker) confirmed(i int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.subscribed[i] {
-		w.subscribed[i] = true
-		w.live++
-		if w.live != w.c.Quorum() {
-			return
-		}
-	}
 	for _, set := range w.keys {
 		for wu := range set {
 			select {

@@ -61,6 +61,23 @@ func (g *dialGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return next
 }
 
+// idleConns is how many connections a test's pool keeps open to each node:
+// more than an acquisition, its cleanup and a release use at once.
+const idleConns = 4
+
+// warmPools waits until every pool holds its idle connections.
+func warmPools(t testing.TB, conns []redis.UniversalClient) {
+	t.Helper()
+	waitFor(t, func() bool {
+		for _, c := range conns {
+			if c.PoolStats().IdleConns < idleConns {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // A release announced before the waiter's subscriptions are up is missed;
 // once they are up, the waiter must try again rather than sleep out its
 // place's refresh interval (a third of the TTL) when it queued behind the
@@ -76,7 +93,7 @@ func TestWakeupMissedBeforeSubscribed(t *testing.T) {
 	gate := newDialGate()
 	var conns []redis.UniversalClient
 	for _, mr := range tn.mr {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true})
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
 		t.Cleanup(func() { _ = rdb.Close() })
 		rdb.AddHook(gate)
 		conns = append(conns, rdb)
@@ -89,13 +106,9 @@ func TestWakeupMissedBeforeSubscribed(t *testing.T) {
 	if err := waiter.Bootstrap(bg()); err != nil {
 		t.Fatal(err)
 	}
-	// The waiter's pools hold a connection to every node; only connections
-	// dialled from now on (the subscriptions) wait for the gate.
-	if l, err := waiter.TryAcquire(bg(), "warm"); err != nil {
-		t.Fatal(err)
-	} else if err := l.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
+	// Only connections dialled from now on (the subscriptions) wait for
+	// the gate.
+	warmPools(t, conns)
 	gate.shut()
 	defer gate.release()
 
@@ -103,6 +116,8 @@ func TestWakeupMissedBeforeSubscribed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The holder's vote of the third node may land after the decision.
+	waitFor(t, func() bool { return len(tn.holders("missed", l.Token())) == 3 })
 	got := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(bg(), ttl/6) // half the sleep the waiter must not take
 	defer cancel()
@@ -128,5 +143,98 @@ func TestWakeupMissedBeforeSubscribed(t *testing.T) {
 	gate.release()
 	if err := <-got; err != nil {
 		t.Fatalf("the waiter did not get the lock released before its subscriptions were up: %v", err)
+	}
+}
+
+// A majority of subscriptions is not enough when the release is announced
+// by exactly a majority of nodes and one of them is not subscribed yet: the
+// waiter hears less than a majority of the announcements. It must try again
+// once that node's subscription is up.
+func TestWakeupMissedOnNodeNotSubscribed(t *testing.T) {
+	const ttl = 3 * time.Minute
+	tn := newNodes(t, 3)
+	holder := newClient(t, tn, WithQuarantine(ttl))
+	gate := newDialGate() // in front of node 2 only
+	var conns []redis.UniversalClient
+	for i, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
+		t.Cleanup(func() { _ = rdb.Close() })
+		if i == 2 {
+			rdb.AddHook(gate)
+		}
+		conns = append(conns, rdb)
+	}
+	waiter, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = waiter.Close() })
+	if err := waiter.Bootstrap(bg()); err != nil {
+		t.Fatal(err)
+	}
+	warmPools(t, conns)
+	gate.shut()
+	defer gate.release()
+
+	// The waiter waits once, so that its subscriptions to nodes 0 and 1 are
+	// up (it hears the release there) while node 2's waits at the gate.
+	l, err := holder.TryAcquire(bg(), "first", WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(tn.holders("first", l.Token())) == 3 })
+	first := make(chan error, 1)
+	go func() {
+		l2, err := waiter.Acquire(bg(), "first")
+		if err == nil {
+			err = l2.Release(bg())
+		}
+		first <- err
+	}()
+	waitFor(t, func() bool {
+		for i := range tn.mr {
+			if len(tn.queueEntries(t, i, "first")) != 1 {
+				return false
+			}
+		}
+		return tn.mr[0].PubSubNumSub(releasedChannel)[releasedChannel] == 1 &&
+			tn.mr[1].PubSubNumSub(releasedChannel)[releasedChannel] == 1
+	})
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+
+	// Now the holder's key is on nodes 1 and 2 only, so only they announce
+	// its release: the waiter hears node 1 alone.
+	tn.noVote[0].Store(true)
+	l, err = holder.TryAcquire(bg(), "missed", WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(tn.holders("missed", l.Token())) == 2 })
+	tn.noVote[0].Store(false)
+	got := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(bg(), ttl/6) // half the sleep the waiter must not take
+	defer cancel()
+	go func() {
+		l2, err := waiter.Acquire(ctx, "missed")
+		if err == nil {
+			err = l2.Release(bg())
+		}
+		got <- err
+	}()
+	// The waiter is first in line on nodes 1 and 2, behind the holder.
+	waitFor(t, func() bool {
+		return len(tn.queueEntries(t, 1, "missed")) == 1 && len(tn.queueEntries(t, 2, "missed")) == 1
+	})
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	gate.release()
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter did not get the lock whose release it heard from one node only: %v", err)
 	}
 }

@@ -142,6 +142,26 @@ func run(embedded bool, workers int, dur, critical time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// The same two rounds with nobody else about: what a hand-off would
+	// cost if nothing competed with it.
+	var idleAcq, idleRel []time.Duration
+	for i := range 200 {
+		k := n.Key("handofftrace-idle", fmt.Sprint(i%8))
+		t0 := time.Now()
+		l, err := n.Ours.Acquire(ctx, k)
+		if err != nil {
+			return err
+		}
+		t1 := time.Now()
+		if err := l.Release(ctx); err != nil {
+			return err
+		}
+		idleAcq, idleRel = append(idleAcq, t1.Sub(t0)), append(idleRel, time.Since(t1))
+	}
+	slices.Sort(idleAcq)
+	slices.Sort(idleRel)
+	fmt.Printf("alone: Acquire p50 %.3f ms (%.1f RTT), Release p50 %.3f ms (%.1f RTT)\n",
+		ms(idleAcq[100]), ms(idleAcq[100])/rtt.RoundP50Ms, ms(idleRel[100]), ms(idleRel[100])/rtt.RoundP50Ms)
 	r := &recorder{start: time.Now()}
 	// The announcements, as a process subscribed to every node hears them.
 	subCtx, stopSubs := context.WithCancel(ctx)
@@ -304,8 +324,17 @@ func analyse(r *recorder, rtt bench.RTTResult, workers int, dur time.Duration, t
 		majToRet = append(majToRet, cur.got-grants[2])
 		total2 = append(total2, cur.got-t0)
 		if cur.got-t0 > 20*time.Millisecond && len(slow) < 8 {
-			slow = append(slow, fmt.Sprintf("  %v: winner %d (id %.8s) rounds %d, heads named %v, round start %+v after majority announced",
-				cur.got-t0, cur.worker, winID, len(tokens), headsShort(heads), roundStart-annAt[2]))
+			line := fmt.Sprintf("  at %v (winner waiting since %+v): %v: winner %d (id %.8s) rounds %d, heads named %v, round start %+v after majority announced",
+				t0, cur.want-t0, cur.got-t0, cur.worker, winID, len(tokens), headsShort(heads), roundStart-annAt[2])
+			for _, a := range as {
+				line += fmt.Sprintf("\n    announce node %d head %.8s at %+v", a.node, a.head, a.at-t0)
+			}
+			for _, e := range r.cmds {
+				if e.worker == cur.worker && !e.release && e.end >= cur.want && e.start <= cur.got {
+					line += fmt.Sprintf("\n    vote node %d token %.6s id %.8s sent %+v answered %+v status %d", e.node, e.token, e.id, e.start-t0, e.end-t0, e.status)
+				}
+			}
+			slow = append(slow, line)
 		}
 	}
 	fmt.Printf("%d workers, %v, %d acquisitions; RTT (PING all nodes) p50 %.3f ms\n", workers, dur, total, rtt.RoundP50Ms)
