@@ -99,6 +99,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 			}
 			rerr.Reason = err
 		}
+		w.leave(rerr)
 		return nil, rerr
 	}
 }
@@ -110,6 +111,24 @@ type acquisition struct {
 	queued *waiter  // its place in the nodes' queue, once it took one
 	wake   *wakeup  // its release subscription
 	offer  *handoff // its offer to take the lock over within the Client
+}
+
+// leave takes a waiter that gives up out of the key's queue on every node:
+// its place would stay first there until it expires, a release would name
+// it the next holder, and the waiters behind it would sleep. The last
+// attempt's stragglers come first, or one of them could queue it again.
+func (a *acquisition) leave(rerr *RoundError) {
+	c := a.c
+	if a.queued == nil || c.isClosed() {
+		return
+	}
+	req, id, cleanup := a.req, a.queued.id, rerr.cleanup
+	c.background(func() {
+		if cleanup != nil {
+			<-cleanup // bounded: each of those calls by its request timeout
+		}
+		c.dequeue(req, id, nil).Wait()
+	})
 }
 
 // wait sleeps between two attempts: until this attempt's cleanup is done,

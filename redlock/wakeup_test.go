@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -236,5 +237,35 @@ func TestWakeupMissedOnNodeNotSubscribed(t *testing.T) {
 	gate.release()
 	if err := <-got; err != nil {
 		t.Fatalf("the waiter did not get the lock whose release it heard from one node only: %v", err)
+	}
+}
+
+// A waiter that gives up leaves the key's queue: its place would otherwise
+// stay first for the rest of its lifetime, and a release would name it
+// the next holder while the waiters behind it sleep.
+func TestAcquireGivingUpLeavesQueue(t *testing.T) {
+	const ttl = 3 * time.Minute // places last that long unless taken out
+	tn := newNodes(t, 3)
+	holder := newClient(t, tn, WithQuarantine(ttl), WithTTL(ttl))
+	waiter := newClient(t, tn, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Millisecond, time.Millisecond))
+	l, err := holder.TryAcquire(bg(), "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tries := range []int{3, 1} { // the second Acquire listens already
+		if _, err := waiter.Acquire(bg(), "gone", WithTries(tries)); !errors.Is(err, ErrTaken) {
+			t.Fatalf("Acquire with %d tries: %v, want ErrTaken", tries, err)
+		}
+		waitFor(t, func() bool {
+			for i := range tn.mr {
+				if len(tn.queueEntries(t, i, "gone")) != 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
 	}
 }
