@@ -71,6 +71,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 	defer leave()
 	w := &acquisition{c: c, req: req}
 	defer w.stop()
+	w.queueAtOnce()
 	for attempt := 1; ; attempt++ {
 		// A fresh token for every attempt: the cleanup of a failed attempt
 		// can reach a node late, after the next attempt set the key there,
@@ -129,6 +130,23 @@ func (a *acquisition) leave(rerr *RoundError) {
 		}
 		c.dequeue(req, id, nil).Wait()
 	})
+}
+
+// queueAtOnce gives the first attempt a place in the key's queue when the
+// Client already listens for releases (it waited before). Where others
+// queue, an attempt without a place is refused whatever the key's state, so
+// that a contended acquisition would take one round more, competing with
+// the round of the waiter the release woke. The place and the wake-up are
+// taken together, before the attempt: a waiter that queued and only then
+// listened could miss the release it waits for. A Client that never waited
+// keeps its first attempt plain, and opens no subscription for it.
+func (a *acquisition) queueAtOnce() {
+	c := a.c
+	if !c.ns.fair || !c.ns.wakeup || !c.waker.listening() {
+		return
+	}
+	a.queued = newWaiter()
+	a.wake = c.waker.register(a.req.key, a.queued.id)
 }
 
 // wait sleeps between two attempts: until this attempt's cleanup is done,

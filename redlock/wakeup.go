@@ -92,6 +92,14 @@ func (w *waker) add(wu *wakeup) *wakeup {
 	return wu
 }
 
+// listening reports whether the subscriptions were opened: the Client
+// waited for a release before.
+func (w *waker) listening() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active && !w.closed
+}
+
 func (w *waker) unregister(wu *wakeup) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -3,8 +3,10 @@ package redlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +239,83 @@ func TestWakeupMissedOnNodeNotSubscribed(t *testing.T) {
 	gate.release()
 	if err := <-got; err != nil {
 		t.Fatalf("the waiter did not get the lock whose release it heard from one node only: %v", err)
+	}
+}
+
+// unqueuedVotes counts the acquisition scripts sent without a place in the
+// queue (an empty waiter id).
+type unqueuedVotes struct{ n *atomic.Int64 }
+
+func (h unqueuedVotes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h unqueuedVotes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isAcquisition(cmd) && fmt.Sprint(cmd.Args()[acquisitionWaiter]) == "" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h unqueuedVotes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// acquisitionWaiter is the waiter id argument of an acquisition script call.
+const acquisitionWaiter = 16
+
+// A Client that already listens for releases takes its place in the queue
+// with its first attempt: an attempt without a place is refused wherever
+// others queue, and costs the waiter, and the nodes, a round per contended
+// acquisition.
+func TestAcquireQueuesWithFirstAttempt(t *testing.T) {
+	tn := newNodes(t, 3)
+	holder := newClient(t, tn)
+	var unqueued atomic.Int64
+	var conns []redis.UniversalClient
+	for _, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		rdb.AddHook(unqueuedVotes{&unqueued})
+		conns = append(conns, rdb)
+	}
+	waiter, err := New(conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = waiter.Close() })
+	for _, key := range []string{"first", "second"} {
+		l, err := holder.TryAcquire(bg(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 3 })
+		before := unqueued.Load()
+		got := make(chan error, 1)
+		go func() {
+			l2, err := waiter.Acquire(bg(), key)
+			if err == nil {
+				err = l2.Release(bg())
+			}
+			got <- err
+		}()
+		waitFor(t, func() bool {
+			for i := range tn.mr {
+				if len(tn.queueEntries(t, i, key)) != 1 {
+					return false
+				}
+			}
+			return true
+		})
+		if err := l.Release(bg()); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		// The first wait starts the Client's subscriptions; from then on
+		// the first attempt queues.
+		if n := unqueued.Load() - before; key == "second" && n != 0 {
+			t.Fatalf("%d acquisition scripts were sent without a place in the queue while the Client listened for releases", n)
+		}
 	}
 }
 
