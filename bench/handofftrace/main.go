@@ -360,6 +360,15 @@ func analyse(r *recorder, rtt bench.RTTResult, workers int, dur time.Duration, t
 		rc[n]++
 	}
 	fmt.Printf("winner's rounds per hand-off: %v\n", rc)
+	var acq, rel int
+	for _, e := range r.cmds {
+		if e.release {
+			rel++
+		} else {
+			acq++
+		}
+	}
+	fmt.Printf("per acquisition: %.1f acquisition scripts, %.1f release scripts\n", float64(acq)/float64(total), float64(rel)/float64(total))
 	for k, v := range kinds {
 		fmt.Printf("  %-60s %d\n", k, v)
 	}
