@@ -33,8 +33,10 @@ type waker struct {
 // deleted the key there: the waiter wakes when a majority of nodes has
 // announced it, so that its attempt finds a majority free (on the first
 // announcement it would meet the key still held on the other nodes, and
-// sleep again), and only once per release. token and heard count the
-// announcements of the latest release (guarded by waker.mu). id is the
+// sleep again), and only once per release. heard counts the announcements
+// of the latest few releases (guarded by waker.mu): those of consecutive
+// releases interleave when a node lags, and the late announcement of one
+// must not wipe out the count of the next. id is the
 // waiter's place in the key's queue on the nodes ("" when it has none): an
 // announcement that names another waiter as the queue's head does not count.
 //
@@ -46,8 +48,28 @@ type wakeup struct {
 	id    string
 	watch bool
 	ch    chan struct{} // buffered 1
+	heard [4]heardCount // ring of the latest releases
+	next  int           // the slot a new release takes
+}
+
+// heardCount is how many nodes announced the release of token.
+type heardCount struct {
 	token string
-	heard int
+	n     int
+}
+
+// hear counts an announcement of token's release and reports whether it
+// makes a quorum.
+func (wu *wakeup) hear(token string, quorum int) bool {
+	for i := range wu.heard {
+		if h := &wu.heard[i]; h.n > 0 && h.token == token {
+			h.n++
+			return h.n == quorum
+		}
+	}
+	wu.heard[wu.next] = heardCount{token: token, n: 1}
+	wu.next = (wu.next + 1) % len(wu.heard)
+	return quorum == 1
 }
 
 func newWaker(c *Client) *waker {
@@ -190,11 +212,7 @@ func (w *waker) deliver(key, token, head string) {
 		if head == leaderHead || (head != "" && head != wu.id) {
 			continue
 		}
-		if wu.token != token {
-			wu.token, wu.heard = token, 0
-		}
-		wu.heard++
-		if wu.heard != quorum {
+		if !wu.hear(token, quorum) {
 			continue
 		}
 		select {

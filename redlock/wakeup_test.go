@@ -348,3 +348,25 @@ func TestAcquireGivingUpLeavesQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Announcements of two releases can interleave at a Client: each node's
+// subscription delivers on its own, and a node that lags announces the
+// previous release after the others announced the next one. A late
+// announcement of the previous release must not wipe out what was heard of
+// the next, or the waiter it names never hears a majority.
+func TestWakeupCountsInterleavedReleases(t *testing.T) {
+	tn := newNodes(t, 5)
+	c := newClient(t, tn)
+	wu := c.waker.register("key", "me")
+	defer c.waker.unregister(wu)
+	c.waker.deliver("key", "next", "me")
+	c.waker.deliver("key", "next", "me")
+	c.waker.deliver("key", "previous", "") // a lagging node, its queue empty
+	c.waker.deliver("key", "previous", "me")
+	c.waker.deliver("key", "next", "me") // the third of five
+	select {
+	case <-wu.ch:
+	default:
+		t.Fatal("a majority announced the release that names this waiter, and it did not wake")
+	}
+}
