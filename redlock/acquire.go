@@ -146,7 +146,7 @@ func (a *acquisition) queueAtOnce() {
 		return
 	}
 	a.queued = newWaiter()
-	a.wake = c.waker.register(a.req.key, a.queued.id)
+	a.wake = c.waker.register(a.req.key, a.queued.id, a.req.s.nodeTimeout)
 }
 
 // wait sleeps between two attempts: until this attempt's cleanup is done,
@@ -164,7 +164,7 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 		if a.queued != nil {
 			id = a.queued.id
 		}
-		a.wake = c.waker.register(req.key, id)
+		a.wake = c.waker.register(req.key, id, req.s.nodeTimeout)
 	}
 	// Contend again only once this attempt's own keys are gone, waiting
 	// at most a node timeout for a node that hangs.

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/clock"
 )
 
 // waker delivers release announcements to the goroutines waiting for those
@@ -40,6 +43,14 @@ type waker struct {
 // waiter's place in the key's queue on the nodes ("" when it has none): an
 // announcement that names another waiter as the queue's head does not count.
 //
+// Queues can differ between nodes (a registration or a removal that did
+// not reach every node), and then the nodes name different heads: the
+// waiter named by some of them hears less than a majority. So a waiter
+// named explicitly by any node tries anyway after grace (its request's
+// node timeout: the release round is decided by then), unless a majority
+// woke it first; without that it would sleep out its place's refresh, a
+// third of the TTL, and every waiter behind it too.
+//
 // An observer of an election (watch) wakes at every announcement for its
 // key instead: each one may change who leads, and the observer reads the
 // nodes to find out.
@@ -50,6 +61,8 @@ type wakeup struct {
 	ch    chan struct{} // buffered 1
 	heard [4]heardCount // ring of the latest releases
 	next  int           // the slot a new release takes
+	grace time.Duration
+	timer clock.Timer // armed once a node named it; guarded by waker.mu
 }
 
 // heardCount is how many nodes announced the release of token.
@@ -79,10 +92,11 @@ func newWaker(c *Client) *waker {
 }
 
 // register starts listening for releases of key, for the waiter with queue
-// id ("" for none). It never blocks on the network: a waiter that hears
+// id ("" for none), which tries grace after a node named it the next holder
+// at the latest. It never blocks on the network: a waiter that hears
 // nothing still retries after its delay.
-func (w *waker) register(key, id string) *wakeup {
-	return w.add(&wakeup{key: key, id: id, ch: make(chan struct{}, 1)})
+func (w *waker) register(key, id string, grace time.Duration) *wakeup {
+	return w.add(&wakeup{key: key, id: id, ch: make(chan struct{}, 1), grace: grace})
 }
 
 // watch starts listening for every announcement about key: releases and
@@ -125,6 +139,10 @@ func (w *waker) listening() bool {
 func (w *waker) unregister(wu *wakeup) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if wu.timer != nil {
+		wu.timer.Stop()
+		wu.timer = nil
+	}
 	if set := w.keys[wu.key]; set != nil {
 		delete(set, wu)
 		if len(set) == 0 {
@@ -213,12 +231,30 @@ func (w *waker) deliver(key, token, head string) {
 			continue
 		}
 		if !wu.hear(token, quorum) {
+			if head == wu.id && wu.id != "" && wu.timer == nil && wu.grace > 0 {
+				wu.timer = w.c.clk.AfterFunc(wu.grace, func() { w.graceOver(wu) })
+			}
 			continue
+		}
+		if wu.timer != nil {
+			wu.timer.Stop()
+			wu.timer = nil
 		}
 		select {
 		case wu.ch <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// graceOver wakes a waiter that a node named the next holder grace ago.
+func (w *waker) graceOver(wu *wakeup) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wu.timer = nil
+	select {
+	case wu.ch <- struct{}{}:
+	default:
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/clock"
 )
 
 // dialGate holds back new connections while it is shut: a slow network, or
@@ -357,7 +359,7 @@ func TestAcquireGivingUpLeavesQueue(t *testing.T) {
 func TestWakeupCountsInterleavedReleases(t *testing.T) {
 	tn := newNodes(t, 5)
 	c := newClient(t, tn)
-	wu := c.waker.register("key", "me")
+	wu := c.waker.register("key", "me", time.Hour)
 	defer c.waker.unregister(wu)
 	c.waker.deliver("key", "next", "me")
 	c.waker.deliver("key", "next", "me")
@@ -368,5 +370,31 @@ func TestWakeupCountsInterleavedReleases(t *testing.T) {
 	case <-wu.ch:
 	default:
 		t.Fatal("a majority announced the release that names this waiter, and it did not wake")
+	}
+}
+
+// A waiter that some node names the next holder, while too few others do
+// (their queues differ: a registration or a removal did not reach every
+// node), tries once the release round is decided rather than sleeping out
+// its place's refresh: the nodes that deleted the key have by then.
+func TestWakeupNamedByMinority(t *testing.T) {
+	tn := newNodes(t, 5)
+	fake := clock.NewFake(time.Now())
+	c := newClient(t, tn, withClock(fake))
+	const grace = 50 * time.Millisecond
+	wu := c.waker.register("key", "me", grace)
+	defer c.waker.unregister(wu)
+	c.waker.deliver("key", "release", "me")
+	c.waker.deliver("key", "release", "someone else")
+	select {
+	case <-wu.ch:
+		t.Fatal("woken by one announcement of five")
+	default:
+	}
+	fake.Advance(grace)
+	select {
+	case <-wu.ch:
+	case <-time.After(10 * time.Second): // the timer's function runs on a goroutine of its own
+		t.Fatal("a waiter named the next holder by a node did not try once the release round was decided")
 	}
 }
