@@ -398,3 +398,82 @@ func TestWakeupNamedByMinority(t *testing.T) {
 		t.Fatal("a waiter named the next holder by a node did not try once the release round was decided")
 	}
 }
+
+// stallVotes holds acquisition scripts back until free is closed or their
+// ctx ends: a node that answers one request very late.
+type stallVotes struct{ free chan struct{} }
+
+func (h stallVotes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h stallVotes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isAcquisition(cmd) {
+			select {
+			case <-h.free:
+			case <-ctx.Done():
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h stallVotes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A waiter whose attempt left a straggler (a node that has not answered
+// yet) waits for it before contending again, so as not to meet its own
+// key there; a release that wakes it meanwhile ends that wait: the
+// majority it needs is free, and the straggler's key is deleted when it
+// answers whatever happens.
+func TestWakeupEndsStragglerWait(t *testing.T) {
+	const ttl = 3 * time.Minute
+	const nodeTimeout = 30 * time.Second // how long a straggler is waited for
+	tn := newNodes(t, 3)
+	holder := newClient(t, tn, WithQuarantine(ttl), WithTTL(ttl))
+	free := make(chan struct{})
+	defer close(free)
+	var conns []redis.UniversalClient
+	for i, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		if i == 2 {
+			rdb.AddHook(stallVotes{free})
+		}
+		conns = append(conns, rdb)
+	}
+	waiter, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithNodeTimeout(nodeTimeout), WithRetryDelay(time.Hour, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = waiter.Close() })
+	l, err := holder.TryAcquire(bg(), "straggler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(tn.holders("straggler", l.Token())) == 3 })
+	got := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(bg(), nodeTimeout/2)
+	defer cancel()
+	go func() {
+		l2, err := waiter.Acquire(ctx, "straggler")
+		if err == nil {
+			err = l2.Release(bg())
+		}
+		got <- err
+	}()
+	// The waiter's first attempt failed (nodes 0 and 1 refused, node 2
+	// straggles) and it listens for the release.
+	waitFor(t, func() bool {
+		for _, mr := range tn.mr {
+			if mr.PubSubNumSub(releasedChannel)[releasedChannel] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := l.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter waited for its straggler after the release woke it: %v", err)
+	}
+}
