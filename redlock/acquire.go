@@ -167,15 +167,8 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 		a.wake = c.waker.register(req.key, id, req.s.nodeTimeout)
 	}
 	// Contend again only once this attempt's own keys are gone, waiting
-	// at most a node timeout for a node that hangs. A release that wakes
-	// this waiter meanwhile ends the wait for the stragglers, the nodes
-	// that have not answered the attempt yet: the majority it needs is
-	// free, and a straggler's key is deleted once it answers.
-	var woken <-chan struct{}
-	if a.wake != nil {
-		woken = a.wake.ch
-	}
-	if wake, err := c.await(ctx, rerr.cleanup, rerr.answered, req.s.nodeTimeout, woken); err != nil || wake {
+	// at most a node timeout for a node that hangs.
+	if err := c.await(ctx, rerr.cleanup, req.s.nodeTimeout); err != nil {
 		return nil, err
 	}
 	d := retryDelay(req.s, rerr)
@@ -333,42 +326,28 @@ func retryDelay(s settings, e *RoundError) time.Duration {
 	return d
 }
 
-// await waits until done is closed (nil: at once) or at most d. When woken
-// receives meanwhile, it waits for answered only (within the same d) and
-// reports the wake-up. It ends early with the ctx's error, or ErrClosed when
-// the Client closes.
-func (c *Client) await(ctx context.Context, done, answered <-chan struct{}, d time.Duration, woken <-chan struct{}) (woke bool, err error) {
+// await waits until done is closed (nil: at once) or at most d; it ends
+// early with the ctx's error, or ErrClosed when the Client closes.
+func (c *Client) await(ctx context.Context, done <-chan struct{}, d time.Duration) error {
 	if done == nil {
-		return false, nil
+		return nil
 	}
 	select {
 	case <-done:
-		return false, nil
+		return nil
 	default:
 	}
 	t := c.clk.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-done:
-		return false, nil
-	case <-t.C():
-		return false, nil
-	case <-woken:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-c.done:
-		return false, ErrClosed
-	}
-	select {
-	case <-answered:
-	case <-done:
 	case <-t.C():
 	case <-ctx.Done():
-		return true, ctx.Err()
+		return ctx.Err()
 	case <-c.done:
-		return true, ErrClosed
+		return ErrClosed
 	}
-	return true, nil
+	return nil
 }
 
 // sleep waits d, or less when a release is announced or a lock handed

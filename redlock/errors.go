@@ -63,9 +63,6 @@ type RoundError struct {
 	// cleanup is closed once a failed acquisition's keys are deleted
 	// wherever they may have landed.
 	cleanup <-chan struct{}
-	// answered is closed once the keys are deleted from the nodes that
-	// answered the acquisition (cleanup also waits for the stragglers).
-	answered <-chan struct{}
 }
 
 func (e *RoundError) Error() string {

@@ -367,7 +367,6 @@ func (c *Client) failure(ctx context.Context, req *request, token string, round 
 	// The key may have landed wherever a node granted, failed or had not
 	// answered: it is deleted in the background (see releaseAfter), and
 	// Acquire contends again only once that is done.
-	rel := c.releaseAfter(req, token, round, false, false, "", time.Time{})
-	e.cleanup, e.answered = rel.done, rel.r.Done()
+	e.cleanup = c.releaseAfter(req, token, round, false, false, "", time.Time{}).done
 	return e
 }
