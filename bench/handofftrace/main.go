@@ -27,6 +27,7 @@ import (
 
 	"github.com/quorumlock/quorumlock/bench"
 	"github.com/quorumlock/quorumlock/cluster"
+	"github.com/quorumlock/quorumlock/redlock"
 )
 
 // Argument positions in an EVALSHA of the scripts (after "evalsha", hash).
@@ -115,14 +116,15 @@ func main() {
 	workers := flag.Int("workers", 8, "processes contending")
 	dur := flag.Duration("time", 5*time.Second, "how long to contend")
 	critical := flag.Duration("critical", 2*time.Millisecond, "critical section")
+	shared := flag.Bool("shared", false, "one Client for every worker (goroutines of one process)")
 	flag.Parse()
-	if err := run(*embedded, *workers, *dur, *critical); err != nil {
+	if err := run(*embedded, *shared, *workers, *dur, *critical); err != nil {
 		fmt.Fprintln(os.Stderr, "handofftrace:", err)
 		os.Exit(1)
 	}
 }
 
-func run(embedded bool, workers int, dur, critical time.Duration) error {
+func run(embedded, shared bool, workers int, dur, critical time.Duration) error {
 	ctx := context.Background()
 	opts := cluster.Options{Backend: cluster.BackendDocker, Nodes: 5, Label: "handofftrace", NoClockFaults: true}
 	if embedded {
@@ -196,13 +198,27 @@ func run(embedded bool, workers int, dur, critical time.Duration) error {
 	runCtx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var total atomic.Int64
-	for w := range workers {
+	var one *redlock.Client
+	if shared {
 		c, conns, err := n.NewProcessClient()
 		if err != nil {
 			return err
 		}
 		for i, rc := range conns {
-			rc.AddHook(hook{r: r, worker: w, node: i})
+			rc.AddHook(hook{r: r, worker: -1, node: i})
+		}
+		one = c
+	}
+	for w := range workers {
+		c := one
+		if c == nil {
+			var conns []redis.UniversalClient
+			if c, conns, err = n.NewProcessClient(); err != nil {
+				return err
+			}
+			for i, rc := range conns {
+				rc.AddHook(hook{r: r, worker: w, node: i})
+			}
 		}
 		wg.Add(1)
 		go func() {
@@ -330,7 +346,8 @@ func analyse(r *recorder, rtt bench.RTTResult, workers int, dur time.Duration, t
 				line += fmt.Sprintf("\n    announce node %d head %.8s at %+v", a.node, a.head, a.at-t0)
 			}
 			for _, e := range r.cmds {
-				if e.worker == cur.worker && !e.release && e.end >= cur.want && e.start <= cur.got {
+				mine := e.worker == cur.worker || (e.worker < 0 && e.id != "" && e.id == winID)
+				if mine && !e.release && e.end >= cur.want && e.start <= cur.got {
 					line += fmt.Sprintf("\n    vote node %d token %.6s id %.8s sent %+v answered %+v status %d", e.node, e.token, e.id, e.start-t0, e.end-t0, e.status)
 				}
 			}
