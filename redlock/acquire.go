@@ -71,6 +71,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 	defer leave()
 	w := &acquisition{c: c, req: req}
 	defer w.stop()
+	w.queueAtOnce()
 	for attempt := 1; ; attempt++ {
 		// A fresh token for every attempt: the cleanup of a failed attempt
 		// can reach a node late, after the next attempt set the key there,
@@ -99,6 +100,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 			}
 			rerr.Reason = err
 		}
+		w.leave(rerr)
 		return nil, rerr
 	}
 }
@@ -110,6 +112,41 @@ type acquisition struct {
 	queued *waiter  // its place in the nodes' queue, once it took one
 	wake   *wakeup  // its release subscription
 	offer  *handoff // its offer to take the lock over within the Client
+}
+
+// leave takes a waiter that gives up out of the key's queue on every node:
+// its place would stay first there until it expires, a release would name
+// it the next holder, and the waiters behind it would sleep. The last
+// attempt's stragglers come first, or one of them could queue it again.
+func (a *acquisition) leave(rerr *RoundError) {
+	c := a.c
+	if a.queued == nil || c.isClosed() {
+		return
+	}
+	req, id, cleanup := a.req, a.queued.id, rerr.cleanup
+	c.background(func() {
+		if cleanup != nil {
+			<-cleanup // bounded: each of those calls by its request timeout
+		}
+		c.dequeue(req, id, nil).Wait()
+	})
+}
+
+// queueAtOnce gives the first attempt a place in the key's queue when the
+// Client already listens for releases (it waited before). Where others
+// queue, an attempt without a place is refused whatever the key's state, so
+// that a contended acquisition would take one round more, competing with
+// the round of the waiter the release woke. The place and the wake-up are
+// taken together, before the attempt: a waiter that queued and only then
+// listened could miss the release it waits for. A Client that never waited
+// keeps its first attempt plain, and opens no subscription for it.
+func (a *acquisition) queueAtOnce() {
+	c := a.c
+	if !c.ns.fair || !c.ns.wakeup || !c.waker.listening() {
+		return
+	}
+	a.queued = newWaiter()
+	a.wake = c.waker.register(a.req.key, a.queued.id, a.req.s.nodeTimeout)
 }
 
 // wait sleeps between two attempts: until this attempt's cleanup is done,
@@ -127,7 +164,7 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 		if a.queued != nil {
 			id = a.queued.id
 		}
-		a.wake = c.waker.register(req.key, id)
+		a.wake = c.waker.register(req.key, id, req.s.nodeTimeout)
 	}
 	// Contend again only once this attempt's own keys are gone, waiting
 	// at most a node timeout for a node that hangs.

@@ -65,11 +65,15 @@ func instantNodes(b *testing.B, n int) []redis.UniversalClient {
 // Release of distinct keys on five nodes that answer at once.
 func BenchmarkAcquireRelease(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		opts []LockOption
+		name      string
+		opts      []LockOption
+		listening bool
 	}{
-		{"default", nil},
-		{"fencing", []LockOption{WithFencing(true)}},
+		{"default", nil, false},
+		{"fencing", []LockOption{WithFencing(true)}, false},
+		// A Client that waited for a release before: its acquisitions
+		// queue with their first attempt.
+		{"listening", nil, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			c, err := New(instantNodes(b, 5))
@@ -77,6 +81,13 @@ func BenchmarkAcquireRelease(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { _ = c.Close() })
+			if bc.listening {
+				// As if the subscriptions were open (the instant nodes
+				// have no server to subscribe to).
+				c.waker.mu.Lock()
+				c.waker.active = true
+				c.waker.mu.Unlock()
+			}
 			keys := make([]string, 1024)
 			for i := range keys {
 				keys[i] = "bench:" + strconv.Itoa(i)

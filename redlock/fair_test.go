@@ -83,14 +83,14 @@ func TestDeadWaiterDoesNotBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The dead waiter: it queues, then its process stops (its ctx ends,
-	// leaving the entry to expire).
+	// The dead waiter: it queues, then its process stops (its Client
+	// closes: unlike a waiter that gives up, it cannot take its place out,
+	// and leaves the entry to expire).
 	dead := newClient(t, tn, WithTTL(ttl), WithRetryDelay(time.Millisecond, time.Millisecond))
-	ctx, cancel := context.WithCancel(bg())
 	gone := make(chan error, 1)
-	go func() { _, err := dead.Acquire(ctx, "dead"); gone <- err }()
+	go func() { _, err := dead.Acquire(bg(), "dead"); gone <- err }()
 	waitFor(t, func() bool { return len(tn.queueEntries(t, 0, "dead")) == 1 })
-	cancel()
+	_ = dead.Close()
 	<-gone
 	if err := h.Release(bg()); err != nil {
 		t.Fatal(err)

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/clock"
 )
 
 // waker delivers release announcements to the goroutines waiting for those
@@ -33,10 +36,20 @@ type waker struct {
 // deleted the key there: the waiter wakes when a majority of nodes has
 // announced it, so that its attempt finds a majority free (on the first
 // announcement it would meet the key still held on the other nodes, and
-// sleep again), and only once per release. token and heard count the
-// announcements of the latest release (guarded by waker.mu). id is the
+// sleep again), and only once per release. heard counts the announcements
+// of the latest few releases (guarded by waker.mu): those of consecutive
+// releases interleave when a node lags, and the late announcement of one
+// must not wipe out the count of the next. id is the
 // waiter's place in the key's queue on the nodes ("" when it has none): an
 // announcement that names another waiter as the queue's head does not count.
+//
+// Queues can differ between nodes (a registration or a removal that did
+// not reach every node), and then the nodes name different heads: the
+// waiter named by some of them hears less than a majority. So a waiter
+// named explicitly by any node tries anyway after grace (its request's
+// node timeout: the release round is decided by then), unless a majority
+// woke it first; without that it would sleep out its place's refresh, a
+// third of the TTL, and every waiter behind it too.
 //
 // An observer of an election (watch) wakes at every announcement for its
 // key instead: each one may change who leads, and the observer reads the
@@ -46,8 +59,30 @@ type wakeup struct {
 	id    string
 	watch bool
 	ch    chan struct{} // buffered 1
+	heard [4]heardCount // ring of the latest releases
+	next  int           // the slot a new release takes
+	grace time.Duration
+	timer clock.Timer // armed once a node named it; guarded by waker.mu
+}
+
+// heardCount is how many nodes announced the release of token.
+type heardCount struct {
 	token string
-	heard int
+	n     int
+}
+
+// hear counts an announcement of token's release and reports whether it
+// makes a quorum.
+func (wu *wakeup) hear(token string, quorum int) bool {
+	for i := range wu.heard {
+		if h := &wu.heard[i]; h.n > 0 && h.token == token {
+			h.n++
+			return h.n == quorum
+		}
+	}
+	wu.heard[wu.next] = heardCount{token: token, n: 1}
+	wu.next = (wu.next + 1) % len(wu.heard)
+	return quorum == 1
 }
 
 func newWaker(c *Client) *waker {
@@ -57,10 +92,11 @@ func newWaker(c *Client) *waker {
 }
 
 // register starts listening for releases of key, for the waiter with queue
-// id ("" for none). It never blocks on the network: a waiter that hears
+// id ("" for none), which tries grace after a node named it the next holder
+// at the latest. It never blocks on the network: a waiter that hears
 // nothing still retries after its delay.
-func (w *waker) register(key, id string) *wakeup {
-	return w.add(&wakeup{key: key, id: id, ch: make(chan struct{}, 1)})
+func (w *waker) register(key, id string, grace time.Duration) *wakeup {
+	return w.add(&wakeup{key: key, id: id, ch: make(chan struct{}, 1), grace: grace})
 }
 
 // watch starts listening for every announcement about key: releases and
@@ -84,17 +120,29 @@ func (w *waker) add(wu *wakeup) *wakeup {
 	set[wu] = struct{}{}
 	if !w.active {
 		w.active = true
-		for _, n := range w.c.nodes {
+		for i, n := range w.c.nodes {
 			w.wg.Add(1)
-			go w.listen(n)
+			go w.listen(i, n)
 		}
 	}
 	return wu
 }
 
+// listening reports whether the subscriptions were opened: the Client
+// waited for a release before.
+func (w *waker) listening() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active && !w.closed
+}
+
 func (w *waker) unregister(wu *wakeup) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if wu.timer != nil {
+		wu.timer.Stop()
+		wu.timer = nil
+	}
 	if set := w.keys[wu.key]; set != nil {
 		delete(set, wu)
 		if len(set) == 0 {
@@ -103,9 +151,10 @@ func (w *waker) unregister(wu *wakeup) {
 	}
 }
 
-// listen owns node n's subscription until the waker closes. go-redis
-// reconnects and resubscribes a broken subscription by itself.
-func (w *waker) listen(n *node) {
+// listen owns node i's subscription until the waker closes. go-redis
+// reconnects and resubscribes a broken subscription by itself; what was
+// published meanwhile is lost (see subscribed).
+func (w *waker) listen(i int, n *node) {
 	defer w.wg.Done()
 	ps := n.rdb.Subscribe(w.ctx, releasedChannel)
 	defer func() {
@@ -115,7 +164,7 @@ func (w *waker) listen(n *node) {
 			w.errMu.Unlock()
 		}
 	}()
-	msgs := ps.Channel()
+	msgs := ps.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -124,10 +173,40 @@ func (w *waker) listen(n *node) {
 			if !ok {
 				return
 			}
-			token, rest, ok1 := strings.Cut(m.Payload, " ")
-			head, key, ok2 := strings.Cut(rest, " ")
-			if ok1 && ok2 {
-				w.deliver(key, token, head)
+			switch m := m.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					w.confirmed(i)
+				}
+			case *redis.Message:
+				token, rest, ok1 := strings.Cut(m.Payload, " ")
+				head, key, ok2 := strings.Cut(rest, " ")
+				if ok1 && ok2 {
+					w.deliver(key, token, head)
+				}
+			}
+		}
+	}
+}
+
+// confirmed notes that node i confirmed its subscription. A waiter hears
+// only what a node publishes after that: one that registered before may
+// have missed the release it waits for (its attempt found the key held, the
+// announcement went out before this Client listened there), and a release
+// announced by exactly a majority of nodes, one of them this one, then
+// never adds up to a majority. The waiter would sleep until its retry delay
+// or its place's refresh, a third of the TTL. So every waiter wakes to try
+// again whenever a node confirms a subscription: at the Client's first
+// wait, once per node, and after go-redis reconnected a subscription, which
+// loses what was published meanwhile.
+func (w *waker) confirmed(i int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, set := range w.keys {
+		for wu := range set {
+			select {
+			case wu.ch <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -151,17 +230,31 @@ func (w *waker) deliver(key, token, head string) {
 		if head == leaderHead || (head != "" && head != wu.id) {
 			continue
 		}
-		if wu.token != token {
-			wu.token, wu.heard = token, 0
-		}
-		wu.heard++
-		if wu.heard != quorum {
+		if !wu.hear(token, quorum) {
+			if head == wu.id && wu.id != "" && wu.timer == nil && wu.grace > 0 {
+				wu.timer = w.c.clk.AfterFunc(wu.grace, func() { w.graceOver(wu) })
+			}
 			continue
+		}
+		if wu.timer != nil {
+			wu.timer.Stop()
+			wu.timer = nil
 		}
 		select {
 		case wu.ch <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// graceOver wakes a waiter that a node named the next holder grace ago.
+func (w *waker) graceOver(wu *wakeup) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wu.timer = nil
+	select {
+	case wu.ch <- struct{}{}:
+	default:
 	}
 }
 
