@@ -278,13 +278,15 @@ func (c *Client) dequeue(req *request, id string, nodes []int, announce bool) *q
 
 // abandon gives up a lock that must not be returned (the Client closed, or
 // its validity ended before the return): the key is deleted in the
-// background.
+// background, and announced like a release: the release that woke this
+// lock's waiter named it the next holder, and the waiters behind it sleep
+// until they hear the lock is free.
 func (l *Lock) abandon() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
 	l.lease.end(ErrReleased, false)
-	l.c.releaseAfter(l.req, l.token, l.acq, true, false, l.waiter, l.Until())
+	l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter, l.Until())
 }
 
 func (l *Lock) roundError(op string, reason error) *RoundError {
