@@ -116,8 +116,10 @@ type acquisition struct {
 
 // leave takes a waiter that gives up out of the key's queue on every node:
 // its place would stay first there until it expires, a release would name
-// it the next holder, and the waiters behind it would sleep. The last
-// attempt's stragglers come first, or one of them could queue it again.
+// it the next holder, and the waiters behind it would sleep. A release may
+// have named it already: where it led and the key is free, the nodes
+// announce its removal, which wakes the next waiter. The last attempt's
+// stragglers come first, or one of them could queue it again.
 func (a *acquisition) leave(rerr *RoundError) {
 	c := a.c
 	if a.queued == nil || c.isClosed() {
@@ -128,7 +130,7 @@ func (a *acquisition) leave(rerr *RoundError) {
 		if cleanup != nil {
 			<-cleanup // bounded: each of those calls by its request timeout
 		}
-		c.dequeue(req, id, nil).Wait()
+		c.dequeue(req, id, nil, true).Wait()
 	})
 }
 

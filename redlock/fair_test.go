@@ -203,9 +203,28 @@ func TestLocalHandoff(t *testing.T) {
 		served <- "remote"
 		_ = rl.Release(bg())
 	}()
-	waitFor(t, func() bool {
-		return len(tn.queueEntries(t, 0, "hand")) >= 1 && remote.Stats().VotesQueued+remote.Stats().VotesTaken >= 2
-	})
+	// The holder's own place stays in the queue while it holds a lock
+	// handed over to it: count the others'.
+	others := func(i int) int {
+		n := 0
+		for _, id := range tn.queueEntries(t, i, "hand") {
+			if id != l.waiter {
+				n++
+			}
+		}
+		return n
+	}
+	queued := func(n int) func() bool {
+		return func() bool {
+			for i := range tn.mr {
+				if others(i) != n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, queued(1)) // the remote waiter queued on every node
 	go func() {
 		ll, err := c.Acquire(bg(), "hand")
 		if err != nil {
@@ -216,7 +235,7 @@ func TestLocalHandoff(t *testing.T) {
 		served <- "local"
 		_ = ll.Release(bg())
 	}()
-	waitFor(t, func() bool { return len(tn.queueEntries(t, 0, "hand")) == 2 })
+	waitFor(t, queued(2)) // and the local one behind it
 	if err := l.Release(bg()); err != nil {
 		t.Fatal(err)
 	}

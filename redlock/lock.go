@@ -242,21 +242,26 @@ func (l *Lock) handOver() bool {
 	l.c.stats.released.Add(1)
 	l.c.stats.handedOff.Add(1)
 	if l.waiter != "" {
-		l.c.dequeue(l.req, l.waiter, nil) // this holder's place in the queue goes
+		l.c.dequeue(l.req, l.waiter, nil, false) // this holder's place in the queue goes
 	}
 	return true
 }
 
 // dequeue takes a waiter out of the key's queue on the given nodes (all when
-// nil), in the background.
-func (c *Client) dequeue(req *request, id string, nodes []int) *quorum.Round[struct{}] {
+// nil), in the background. announce asks the nodes where it led the queue
+// and the key is free to say so, waking the next waiter (see dequeue.lua).
+func (c *Client) dequeue(req *request, id string, nodes []int, announce bool) *quorum.Round[struct{}] {
 	if nodes == nil {
 		nodes = make([]int, len(c.nodes))
 		for i := range nodes {
 			nodes[i] = i
 		}
 	}
-	deq := dequeueScript.calls(len(nodes), 2, req.queue, req.queueExp, id)
+	channel := argEmpty
+	if announce && c.ns.wakeup {
+		channel = argReleased
+	}
+	deq := dequeueScript.calls(len(nodes), 3, req.queue, req.queueExp, req.keyArg, id, channel)
 	c.bg.add(len(nodes))
 	return quorum.Start(context.Background(), len(nodes), req.bounds(), func(ctx context.Context, j int) (struct{}, bool, error) {
 		defer c.bg.done()
@@ -273,13 +278,15 @@ func (c *Client) dequeue(req *request, id string, nodes []int) *quorum.Round[str
 
 // abandon gives up a lock that must not be returned (the Client closed, or
 // its validity ended before the return): the key is deleted in the
-// background.
+// background, and announced like a release: the release that woke this
+// lock's waiter named it the next holder, and the waiters behind it sleep
+// until they hear the lock is free.
 func (l *Lock) abandon() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
 	l.lease.end(ErrReleased, false)
-	l.c.releaseAfter(l.req, l.token, l.acq, true, false, l.waiter, l.Until())
+	l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter, l.Until())
 }
 
 func (l *Lock) roundError(op string, reason error) *RoundError {

@@ -200,7 +200,7 @@ func (c *Client) attempt(ctx context.Context, req *request, token string, w *wai
 				}
 			}
 			if len(left) > 0 {
-				c.dequeue(req, w.id, left).Wait()
+				c.dequeue(req, w.id, left, false).Wait()
 			}
 		})
 	}
