@@ -17,7 +17,7 @@ import (
 // hear that the free lock is its turn. Otherwise it sleeps out its place's
 // refresh interval (a third of the TTL) while the lock is free: the release
 // named the one that left, and nothing else is announced.
-func TestReview1_GivingUpNamedWaiterWakesNext(t *testing.T) {
+func TestGivingUpNamedWaiterWakesNext(t *testing.T) {
 	// The place's refresh interval is long (a TTL of 3 minutes: a minute),
 	// the retry delay longer: only a wake-up can end a sleep within the
 	// test's patience.
@@ -138,7 +138,7 @@ func (h closeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // sleeps out its place's refresh interval, a third of the TTL, with the
 // lock free: the release that woke the closing Client's waiter named that
 // one, and the key's deletion is announced to nobody.
-func TestReview1_AbandonedLockWakesNext(t *testing.T) {
+func TestAbandonedLockWakesNext(t *testing.T) {
 	const ttl = 3 * time.Minute
 	const key = "abandoned"
 	tn := newNodes(t, 3)
