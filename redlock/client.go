@@ -46,7 +46,7 @@ type Client struct {
 	closed bool
 	done   chan struct{} // closed by Close
 	calls  tracker       // acquisitions in flight
-	bg     tracker       // cleanup that outlives the call that started it
+	bg     tracker // cleanup that outlives the call that started it
 }
 
 // New returns a Client over nodes: independent Redis masters, each a client
@@ -318,6 +318,11 @@ type node struct {
 	// the wait is bounded by the lock's validity, rather than in the pool,
 	// where it would count against the request timeout (see deleteOn).
 	slots chan struct{}
+	// delQ holds the deletes waiting for a slot, sent together in
+	// pipelines by one flushing goroutine while any wait (see deleteOn).
+	delMu       sync.Mutex
+	delQ        []*queuedDelete
+	delFlushing bool
 
 	// First contact: the server's identity and configuration are checked
 	// once per server process.
