@@ -129,3 +129,78 @@ func (c *slowConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+// Many goroutines of one Client waiting for distinct held keys, on small
+// pools: their attempts must not time out waiting for a connection (each
+// round holds one per node), and once the keys are released every waiter
+// gets its key.
+func TestManyWaitersOnSmallPools(t *testing.T) {
+	tn := newNodes(t, 3)
+	for _, mr := range tn.mr {
+		mr.ClockTTL(true)
+	}
+	holder := newClient(t, tn)
+	// The waiters' Client has connections of its own: two per node, each
+	// round trip 10 ms.
+	own := &testNodes{mr: tn.mr}
+	for _, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Second,
+			ContextTimeoutEnabled: true, PoolSize: 2, Dialer: slowDialer(10 * time.Millisecond)})
+		t.Cleanup(func() { _ = rdb.Close() })
+		own.clients = append(own.clients, rdb)
+	}
+	c := newClient(t, own)
+	const n = 100
+	held := make([]*Lock, n)
+	for i := range held {
+		l, err := acquireSoon(t, holder, fmt.Sprintf("wanted-%d", i))
+		if err != nil {
+			t.Fatalf("holder, key %d: %v", i, err)
+		}
+		held[i] = l
+	}
+	// Bounded, so that a stuck waiter fails the test rather than hanging
+	// it; the property is no failed vote, not a speed.
+	ctx, cancel := context.WithTimeout(bg(), time.Minute)
+	defer cancel()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			l, err := c.Acquire(ctx, fmt.Sprintf("wanted-%d", i))
+			if err == nil {
+				err = l.Release(bg())
+			}
+			errs[i] = err
+		})
+	}
+	// Every waiter made its first attempt (its keys are held: refused).
+	for c.Stats().Attempts < n && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond) // polling a counter: no event to wait for
+	}
+	for _, l := range held {
+		if err := l.Release(bg()); err != nil {
+			t.Errorf("holder: %v", err)
+		}
+	}
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed == 0 {
+				t.Errorf("waiter %d: %v", i, err)
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d waiters not served", failed, n)
+	}
+	// Rounds that wait for connections fail many node requests per
+	// waiter; a busy host may still make a few miss their node timeout.
+	if st := c.Stats(); st.VotesFailed >= n {
+		waits, waited := poolWaits(own)
+		t.Errorf("%d node requests of the waiters' attempts failed (%d attempts for %d locks; waits for a pooled connection %d, %v in all)",
+			st.VotesFailed, st.Attempts, n, waits, waited)
+	}
+}
