@@ -46,6 +46,9 @@ type Client struct {
 	closed bool
 	done   chan struct{} // closed by Close
 	calls  tracker       // acquisitions in flight
+	// rounds holds one token per acquisition round in flight, as many as
+	// the smallest node pool has connections (see admit).
+	rounds chan struct{}
 	bg     tracker // cleanup that outlives the call that started it
 }
 
@@ -123,6 +126,9 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		}
 		n.slots = make(chan struct{}, slots)
 		c.nodes[i] = n
+		if c.rounds == nil || slots < cap(c.rounds) {
+			c.rounds = make(chan struct{}, slots)
+		}
 	}
 	if err := c.checkAddresses(); err != nil {
 		return nil, err
