@@ -118,7 +118,7 @@ func (k *keeper) loop() {
 		}
 		k.mu.Unlock()
 		for len(due) > 0 {
-			b := due[:min(len(due), maxBatch)]
+			b := due[:min(len(due), maxExtendBatch)]
 			due = due[len(b):]
 			k.c.background(func() {
 				k.extendBatch(b)
@@ -190,12 +190,15 @@ const (
 	// batchWindow: the locks whose extension is due within TTL/batchWindow
 	// of now are extended together.
 	batchWindow = 10
-	// maxBatch bounds the scripts (extensions, deletes) sent to a node in
-	// one pipeline: a pipeline gets one request timeout, the time of one
-	// script on a busy node with room to spare, and must fit in it.
-	maxBatch = 8
-	// maxBatches bounds the batches in flight; each holds one connection
-	// per node while its pipelines run.
+	// maxBatch bounds the deletes sent to a node in one pipeline, and
+	// maxExtendBatch the extensions: a pipeline gets one request timeout
+	// (the time of one script on a busy node, with room to spare) and
+	// must fit in it. Extensions go more at once: every held lock needs
+	// one each TTL, and they share maxBatches connections per node.
+	maxBatch       = 8
+	maxExtendBatch = 32
+	// maxBatches bounds the extension batches in flight; each holds one
+	// connection per node while its pipelines run.
 	maxBatches = 4
 )
 
