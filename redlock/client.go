@@ -124,7 +124,9 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 				n.addr, n.network = o.Addr, o.Network
 			}
 		}
-		n.slots = make(chan struct{}, slots)
+		// A quarter of the pool is left to the extensions (see maxBatches)
+		// when deletes take every slot.
+		n.slots = make(chan struct{}, slots-slots/4)
 		c.nodes[i] = n
 		if c.rounds == nil || slots < cap(c.rounds) {
 			c.rounds = make(chan struct{}, slots)
@@ -319,8 +321,9 @@ type node struct {
 
 	votes [numOutcomes]atomic.Uint64 // acquisition votes by outcome
 
-	// slots hold one token per release delete under way, as many as the
-	// client's pool has connections: deletes beyond them wait here, where
+	// slots hold one token per release delete (or pipeline of deletes)
+	// under way, as many as three quarters of the client's pool has
+	// connections: deletes beyond them wait here, where
 	// the wait is bounded by the lock's validity, rather than in the pool,
 	// where it would count against the request timeout (see deleteOn).
 	slots chan struct{}

@@ -257,7 +257,8 @@ func (c *Client) sendDeletes(n *node, batch []*queuedDelete) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), silence)
 	defer cancel()
-	n.pending.Add(int32(len(batch)))
+	// One request on the wire, as far as telling a hung node goes.
+	n.pending.Add(1)
 	cmds := make([]*redis.Cmd, len(batch))
 	pipe := n.rdb.Pipeline()
 	for k, d := range batch {
@@ -280,9 +281,15 @@ func (c *Client) sendDeletes(n *node, batch []*queuedDelete) {
 		}
 		_, _ = pipe.Exec(ctx)
 	}
+	var answer error
 	for k, d := range batch {
 		got, err := cmds[k].Int64()
-		n.finish(err)
+		if err == nil || isReply(err) {
+			answer = nil
+		} else if k == 0 {
+			answer = err
+		}
 		d.done <- nodeReply{got: got, err: err}
 	}
+	n.finish(answer)
 }
