@@ -382,6 +382,12 @@ type ReleaseStormResult struct {
 	FirstError    string  `json:"first_error,omitempty"`
 	// ReleaseSeconds is from the signal to the last release's return.
 	ReleaseSeconds float64 `json:"release_seconds"`
+	// AcquireSeconds is how long taking them took; Extended the
+	// extensions made meanwhile (auto-extension) and Lost the locks lost
+	// before their release (quorumlock only).
+	AcquireSeconds float64 `json:"acquire_seconds,omitempty"`
+	Extended       uint64  `json:"extended,omitempty"`
+	Lost           uint64  `json:"lost,omitempty"`
 }
 
 // ReleaseStormOurs runs count Client.Do calls on distinct keys on a Client
@@ -428,11 +434,16 @@ func ReleaseStormOurs(ctx context.Context, n *Nodes, count int) (ReleaseStormRes
 			}
 		})
 	}
+	taking := time.Now()
 	holding.Wait()
+	took := time.Since(taking)
+	st := c.Stats()
 	t0 := time.Now()
 	close(gate)
 	wg.Wait()
-	return releaseStorm(NameOurs, count, int(held.Load()), int(relErrs.Load()), &first, time.Since(t0)), ctx.Err()
+	r := releaseStorm(NameOurs, count, int(held.Load()), int(relErrs.Load()), &first, time.Since(t0))
+	r.AcquireSeconds, r.Extended, r.Lost = took.Seconds(), st.Extended, st.Lost
+	return r, ctx.Err()
 }
 
 // ReleaseStormRedsync locks count redsync Mutexes on connections of their

@@ -46,7 +46,10 @@ type Client struct {
 	closed bool
 	done   chan struct{} // closed by Close
 	calls  tracker       // acquisitions in flight
-	bg     tracker       // cleanup that outlives the call that started it
+	// rounds holds one token per acquisition round in flight, as many as
+	// the smallest node pool has connections (see admit).
+	rounds chan struct{}
+	bg     tracker // cleanup that outlives the call that started it
 }
 
 // New returns a Client over nodes: independent Redis masters, each a client
@@ -121,8 +124,13 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 				n.addr, n.network = o.Addr, o.Network
 			}
 		}
-		n.slots = make(chan struct{}, slots)
+		// A quarter of the pool is left to the extensions (see maxBatches)
+		// when deletes take every slot.
+		n.slots = make(chan struct{}, slots-slots/4)
 		c.nodes[i] = n
+		if c.rounds == nil || slots < cap(c.rounds) {
+			c.rounds = make(chan struct{}, slots)
+		}
 	}
 	if err := c.checkAddresses(); err != nil {
 		return nil, err
@@ -313,11 +321,17 @@ type node struct {
 
 	votes [numOutcomes]atomic.Uint64 // acquisition votes by outcome
 
-	// slots hold one token per release delete under way, as many as the
-	// client's pool has connections: deletes beyond them wait here, where
+	// slots hold one token per release delete (or pipeline of deletes)
+	// under way, as many as three quarters of the client's pool has
+	// connections: deletes beyond them wait here, where
 	// the wait is bounded by the lock's validity, rather than in the pool,
 	// where it would count against the request timeout (see deleteOn).
 	slots chan struct{}
+	// delQ holds the deletes waiting for a slot, sent together in
+	// pipelines by one flushing goroutine while any wait (see deleteOn).
+	delMu       sync.Mutex
+	delQ        []*queuedDelete
+	delFlushing bool
 
 	// First contact: the server's identity and configuration are checked
 	// once per server process.

@@ -2,15 +2,23 @@ package redlock
 
 import (
 	"container/heap"
+	"context"
+	"errors"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quorumlock/quorumlock/quorum"
 )
 
 // keeper extends the auto-extending locks of one Client: one goroutine and
 // one timer for all of them, whatever their number, and a goroutine per
-// extension only while it runs. A lock is extended when a third of its TTL
-// is left; a failed extension is retried every TTL/20 while the lock is
-// valid; extension stops at the lock's maximum hold time.
+// batch of extensions only while it runs. A lock is extended when a third
+// of its TTL is left, together with the locks due within a tenth of a TTL
+// after it (see extendBatch); a failed extension is retried every TTL/20
+// while the lock is valid; extension stops at the lock's maximum hold time.
 type keeper struct {
 	c       *Client
 	mu      sync.Mutex
@@ -18,6 +26,7 @@ type keeper struct {
 	running bool
 	stopped bool
 	kick    chan struct{} // buffered 1: the earliest deadline moved
+	slots   chan struct{} // one per batch in flight
 	quit    chan struct{}
 	done    chan struct{}
 }
@@ -30,7 +39,7 @@ type keepState struct {
 }
 
 func newKeeper(c *Client) *keeper {
-	return &keeper{c: c, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	return &keeper{c: c, kick: make(chan struct{}, 1), slots: make(chan struct{}, maxBatches), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
 // schedule plans the next extension of l, if it is due one.
@@ -98,17 +107,24 @@ func (k *keeper) loop() {
 		var due []*Lock
 		wait := time.Duration(-1)
 		k.mu.Lock()
-		for len(k.h) > 0 && !k.h[0].ka.next.After(now) {
+		// The locks due soon are extended now, with those due: their
+		// extensions travel together (see extendBatch), and a lock
+		// extended a little early only holds a little longer.
+		for len(k.h) > 0 && !k.h[0].ka.next.After(now.Add(k.h[0].req.s.ttl/batchWindow)) {
 			due = append(due, heap.Pop(&k.h).(*Lock))
 		}
 		if len(k.h) > 0 {
 			wait = k.h[0].ka.next.Sub(now)
 		}
 		k.mu.Unlock()
-		for _, l := range due {
+		for len(due) > 0 {
+			b := due[:min(len(due), maxExtendBatch)]
+			due = due[len(b):]
 			k.c.background(func() {
-				_ = l.Extend(l.lease.ctx) // a lost lock ends itself; a failure is retried
-				k.schedule(l)
+				k.extendBatch(b)
+				for _, l := range b {
+					k.schedule(l) // a lost lock ends itself; a failure is retried
+				}
 			})
 		}
 		if !k.sleep(wait) {
@@ -168,4 +184,234 @@ func (h *lockHeap) Pop() any {
 	*h = old[:len(old)-1]
 	l.ka.index = -1
 	return l
+}
+
+const (
+	// batchWindow: the locks whose extension is due within TTL/batchWindow
+	// of now are extended together.
+	batchWindow = 10
+	// maxBatch bounds the deletes sent to a node in one pipeline, and
+	// maxExtendBatch the extensions: a pipeline gets one request timeout
+	// (the time of one script on a busy node, with room to spare) and
+	// must fit in it. Extensions go more at once: every held lock needs
+	// one each TTL, and they share maxBatches connections per node.
+	maxBatch       = 8
+	maxExtendBatch = 32
+	// maxBatches bounds the extension batches in flight; each holds one
+	// connection per node while its pipelines run.
+	maxBatches = 4
+)
+
+// extendBatch extends locks together: one round over the nodes, each node
+// sent one pipeline holding every lock's extension script, as Extend would
+// send it. Each lock is still decided on its own, as by Extend: its
+// extension counts where its own script said yes, it needs a majority of
+// the nodes and a validity left at the decision, a majority refusing ends
+// it at once, and anything else is a failure retried while it is valid. A
+// round of one script per lock would take a connection per node for every
+// lock: thousands of locks due together then wait in the pools past their
+// node timeout, fail, are retried, and run out. A batch decides once every
+// lock is decided or its request timeout passed: a pipeline of several
+// scripts takes a node longer than one script, and the validity counts
+// from the batch's start whatever the wait.
+func (k *keeper) extendBatch(locks []*Lock) {
+	c := k.c
+	live := make([]*Lock, 0, len(locks))
+	for _, l := range locks {
+		if !l.released.Load() && l.Valid() {
+			live = append(live, l)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	k.slots <- struct{}{}
+	defer func() { <-k.slots }()
+	b := newBatch(c, live)
+	start := c.clk.Now()
+	c.bg.add(len(c.nodes))
+	quorum.Start(context.Background(), len(c.nodes), quorum.Within(b.timeout), b.node)
+	t := time.NewTimer(b.timeout)
+	expired := false
+	select {
+	case <-b.decided:
+	case <-t.C:
+		expired = true // the locks still undecided ran out of time
+	}
+	t.Stop()
+	for j, l := range live {
+		d, votes := b.decision(j)
+		_ = l.settleExtend(context.Background(), start, d, func() *RoundError {
+			return c.roundFailureVotes("extend", l.req, votes, expired, nil)
+		})
+	}
+}
+
+// batch is the state of one extendBatch round.
+type batch struct {
+	c       *Client
+	locks   []*Lock
+	calls   []calls // per lock: its extension script, one copy per node
+	timeout time.Duration
+	need    int
+
+	mu       sync.Mutex
+	answered []bool        // per node
+	got      [][]nodeReply // per node, per lock
+	yes, no  []int         // per lock: yes votes; refusals and failures
+	open     int           // locks not yet decided
+	decided  chan struct{} // closed once every lock is decided
+}
+
+type nodeReply struct {
+	got int64
+	err error
+}
+
+func newBatch(c *Client, locks []*Lock) *batch {
+	b := &batch{
+		c: c, locks: locks, calls: make([]calls, len(locks)), need: c.Quorum(),
+		answered: make([]bool, len(c.nodes)), got: make([][]nodeReply, len(c.nodes)),
+		yes: make([]int, len(locks)), no: make([]int, len(locks)), open: len(locks),
+		decided: make(chan struct{}),
+	}
+	for j, l := range locks {
+		b.calls[j] = c.extendCalls(l.req, l.token, l.record.Load())
+		if j == 0 || l.req.s.requestTimeout < b.timeout {
+			b.timeout = l.req.s.requestTimeout
+		}
+	}
+	return b
+}
+
+// node sends every lock's extension to node i in one pipeline.
+func (b *batch) node(ctx context.Context, i int) (struct{}, bool, error) {
+	c := b.c
+	defer c.bg.done()
+	n := c.nodes[i]
+	replies := make([]nodeReply, len(b.locks))
+	err := n.start(b.timeout)
+	if err == nil {
+		// The node's first-contact verdict holds for extensions too.
+		if err = c.ready(ctx, n); err != nil {
+			n.finish(err)
+		}
+	}
+	if err != nil {
+		for j := range replies {
+			replies[j].err = err
+		}
+		b.note(i, replies)
+		return struct{}{}, false, err
+	}
+	cmds := make([]*redis.Cmd, len(b.locks))
+	pipe := n.rdb.Pipeline()
+	for j := range b.locks {
+		cmds[j] = b.calls[j].cmd(ctx, i, false)
+		_ = pipe.Process(ctx, cmds[j])
+	}
+	_, _ = pipe.Exec(ctx)
+	var again []int
+	for j, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			again = append(again, j)
+		}
+	}
+	if len(again) > 0 {
+		// The node lost its script cache: the source, as script.run does.
+		pipe = n.rdb.Pipeline()
+		for _, j := range again {
+			cmds[j] = b.calls[j].cmd(ctx, i, true)
+			_ = pipe.Process(ctx, cmds[j])
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	// Any reply counts as the node answering (see node.finish).
+	var answer error
+	for j, cmd := range cmds {
+		replies[j].got, replies[j].err = cmd.Int64()
+		if e := replies[j].err; e == nil || isReply(e) {
+			answer = nil
+		} else if j == 0 {
+			answer = e
+		}
+		if replies[j].got == 2 {
+			c.stats.repaired.Add(1)
+			c.log.node(slog.LevelInfo, n, "redlock: lock key repaired", "key", b.locks[j].req.key,
+				"detail", "the node had lost the key of a valid lock (a restart without its data); the extension set it again")
+		}
+	}
+	n.finish(answer)
+	b.note(i, replies)
+	return struct{}{}, true, nil
+}
+
+// note counts node i's replies.
+func (b *batch) note(i int, replies []nodeReply) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.answered[i], b.got[i] = true, replies
+	n := len(b.c.nodes)
+	for j, r := range replies {
+		was := b.yes[j] >= b.need || n-b.no[j] < b.need
+		if r.err == nil && r.got > 0 {
+			b.yes[j]++
+		} else {
+			b.no[j]++
+		}
+		if !was && (b.yes[j] >= b.need || n-b.no[j] < b.need) {
+			b.open--
+		}
+	}
+	if b.open == 0 {
+		select {
+		case <-b.decided:
+		default:
+			close(b.decided)
+		}
+	}
+}
+
+// decision is lock j's round as Extend sees its own: the decision and the
+// votes in so far.
+func (b *batch) decision(j int) (quorum.Decision, []quorum.Vote[bool]) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	votes := make([]quorum.Vote[bool], len(b.c.nodes))
+	var d quorum.Decision
+	for i := range votes {
+		v := &votes[i]
+		v.Node = i
+		switch {
+		case !b.answered[i]:
+			d.Pending++
+		case b.got[i][j].err != nil:
+			v.Outcome, v.Err = quorum.Failed, b.got[i][j].err
+			d.Failed++
+		case b.got[i][j].got > 0:
+			v.Outcome, v.Value = quorum.Yes, true
+			d.Yes++
+		default:
+			v.Outcome = quorum.No
+			d.No++
+		}
+	}
+	d.OK = d.Yes >= b.need
+	return d, votes
+}
+
+// cmd is copy i of the call as a command; eval sends the script's source
+// instead of its hash.
+func (c calls) cmd(ctx context.Context, i int, eval bool) *redis.Cmd {
+	args := c.args[i*c.width : (i+1)*c.width : (i+1)*c.width]
+	if eval {
+		args[0], args[1] = "eval", c.s.src
+	}
+	cmd := redis.NewCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	return cmd
+}
+
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }

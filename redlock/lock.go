@@ -118,10 +118,16 @@ func (l *Lock) Extend(ctx context.Context) error {
 	if !l.Valid() {
 		return l.roundError("extend", ErrExpired)
 	}
-	s := l.req.s
 	start := l.c.clk.Now()
 	r := l.c.startExtend(ctx, l.req, l.token, l.record.Load())
-	d := r.Decide()
+	return l.settleExtend(ctx, start, r.Decide(), func() *RoundError { return l.c.roundFailure("extend", l.req, r, nil) })
+}
+
+// settleExtend applies the decision d of an extension round started at
+// start: the lock is extended, lost (a majority refused), or left to run out
+// with the failure noted. ctx is the round's; explain describes its votes.
+func (l *Lock) settleExtend(ctx context.Context, start time.Time, d quorum.Decision, explain func() *RoundError) error {
+	s := l.req.s
 	if d.OK && validity(s.ttl, l.c.clk.Since(start), s.driftFactor) > 0 {
 		if l.lease.extendTo(deadline(start, s.ttl, s.driftFactor)) {
 			l.c.stats.extended.Add(1)
@@ -129,9 +135,9 @@ func (l *Lock) Extend(ctx context.Context) error {
 		}
 		return l.roundError("extend", withDetail(ErrNotHeld, "the lock ended during the extension"))
 	}
-	e := l.c.roundFailure("extend", l.req, r, nil)
+	e := explain()
 	switch {
-	case d.No >= r.Need():
+	case d.No >= e.Needed:
 		e.Reason = ErrNotHeld
 		l.c.stats.extendRefused.Add(1)
 		l.lease.end(withDetail(ErrNotHeld, "a majority of nodes no longer holds the token"), true)
@@ -300,16 +306,7 @@ func (l *Lock) roundError(op string, reason error) *RoundError {
 // the lock is valid. rec, when not nil, is an election's leader record,
 // extended with the lock.
 func (c *Client) startExtend(ctx context.Context, req *request, token string, rec *leaderRecord) *quorum.Round[bool] {
-	repair := "0"
-	if c.ns.quarantine > 0 {
-		repair = "1"
-	}
-	var ext calls
-	if rec == nil {
-		ext = extendScript.calls(len(c.nodes), 2, req.keyArg, req.gone, token, req.ttlMs, repair)
-	} else {
-		ext = extendScript.calls(len(c.nodes), 3, req.keyArg, req.gone, rec.key, token, req.ttlMs, repair, rec.id, rec.value, rec.fence, rec.seq)
-	}
+	ext := c.extendCalls(req, token, rec)
 	c.bg.add(len(c.nodes))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (bool, bool, error) {
 		defer c.bg.done()
@@ -334,12 +331,31 @@ func (c *Client) startExtend(ctx context.Context, req *request, token string, re
 	})
 }
 
+// extendCalls is the extension script's call for the lock, one copy per
+// node (see startExtend).
+func (c *Client) extendCalls(req *request, token string, rec *leaderRecord) calls {
+	repair := "0"
+	if c.ns.quarantine > 0 {
+		repair = "1"
+	}
+	if rec == nil {
+		return extendScript.calls(len(c.nodes), 2, req.keyArg, req.gone, token, req.ttlMs, repair)
+	}
+	return extendScript.calls(len(c.nodes), 3, req.keyArg, req.gone, rec.key, token, req.ttlMs, repair, rec.id, rec.value, rec.fence, rec.seq)
+}
+
 // roundFailure explains a failed extend or release round by the votes in so
 // far; nodes maps the round's votes to node indexes (nil: one per node). The
 // caller sets the reason.
 func (c *Client) roundFailure(op string, req *request, r *quorum.Round[bool], nodes []int) *RoundError {
+	return c.roundFailureVotes(op, req, r.Collect(), r.Expired(), nodes)
+}
+
+// roundFailureVotes is roundFailure from the votes in so far; expired says
+// whether the round ran out of time with votes still pending.
+func (c *Client) roundFailureVotes(op string, req *request, votes []quorum.Vote[bool], expired bool, nodes []int) *RoundError {
 	e := &RoundError{Op: op, Key: req.key, Needed: c.Quorum()}
-	for j, v := range r.Collect() {
+	for j, v := range votes {
 		i := j
 		if nodes != nil {
 			i = nodes[j]
@@ -352,7 +368,7 @@ func (c *Client) roundFailure(op string, req *request, r *quorum.Round[bool], no
 		case quorum.Failed:
 			e.Nodes = append(e.Nodes, c.nodeError(i, NodeFailed, 0, v.Err))
 		default: // left out of an early decision, or out of time
-			if r.Expired() {
+			if expired {
 				e.Nodes = append(e.Nodes, c.nodeError(i, NodeFailed, 0, errNoAnswer(req)))
 			}
 		}

@@ -68,8 +68,24 @@ func isAcquisition(cmd redis.Cmder) bool {
 // acquisitionToken is the token argument of an acquisition script call.
 const acquisitionToken = 9
 
+// ProcessPipelineHook treats a pipeline as its commands: a down node fails
+// it, a stalled one answers nothing, an acquisition in it fails while its
+// node does not vote.
 func (h downHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.down.Load() || h.stall.Load() || h.noVote.Load() {
+			var first error
+			for _, cmd := range cmds {
+				if err := h.ProcessHook(func(context.Context, redis.Cmder) error { return nil })(ctx, cmd); err != nil && first == nil {
+					first = err
+				}
+			}
+			if first != nil {
+				return first
+			}
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func newNodes(t testing.TB, n int) *testNodes {

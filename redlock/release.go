@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quorumlock/quorumlock/quorum"
 )
 
@@ -130,51 +132,164 @@ func (c *Client) startRelease(req *request, a releaseArgs, nodes []int, until ti
 var errNoSlot = errors.New("no free connection before the lock's validity ended; the key expires by itself")
 
 // deleteOn runs copy j of the release script on node n, within ctx when
-// one of the node's delete slots is free at once. Otherwise the delete waits
-// for a slot until until at most, and then gets a request timeout of its
-// own (silence): while the key lives, a delete that waited is still worth
-// sending, so the wait must not eat into the call's time — when many locks
-// are released at once, most deletes wait (issue #12). A node that looks
-// hung fails the delete at once, before the wait; a delete that waited is
-// sent whatever the node's state, since a refusal after the wait would
-// send nothing that could show the node answering again, and each such
-// call is bounded by its request timeout.
+// one of the node's delete slots is free at once and no other delete waits.
+// Otherwise the delete queues for the node, until until at most: the
+// deletes that queued together are sent in one pipeline as soon as a slot
+// is free, each with the request timeout (silence) from then, so that the
+// wait does not eat into the call's time — when many locks are released at
+// once, most deletes wait (issue #12), and one round trip for many of them
+// drains the queue that many times faster. A node that looks hung fails
+// the delete at once, before the wait; a delete that waited is sent
+// whatever the node's state, since a refusal after the wait would send
+// nothing that could show the node answering again, and each such call is
+// bounded by its request timeout.
 func (c *Client) deleteOn(ctx context.Context, n *node, del calls, j int, silence time.Duration, until time.Time) (bool, error) {
-	if err := n.start(silence); err != nil {
-		return false, err
+	// A delete counts as under way on the node (node.start) only once it
+	// is sent: thousands queued must not make a node that answers look
+	// hung.
+	if n.silent(silence) {
+		return false, errNotAnswering
 	}
-	select {
-	case n.slots <- struct{}{}:
-	default:
-		var cancel context.CancelFunc
-		var err error
-		if ctx, cancel, err = c.waitSlot(ctx, n, silence, until); err != nil {
+	if n.idleDeletes() {
+		select {
+		case n.slots <- struct{}{}:
+			n.pending.Add(1)
+			got, err := del.run(ctx, n.rdb, j).Int64()
+			<-n.slots
 			n.finish(err)
-			return false, err
+			return got == 1, err
+		default:
 		}
-		defer cancel()
 	}
-	got, err := del.run(ctx, n.rdb, j).Int64()
-	<-n.slots
-	n.finish(err)
-	return got == 1, err
+	r := c.queueDelete(n, &queuedDelete{del: del, j: j, silence: silence, done: make(chan nodeReply, 1)}, until)
+	return r.got == 1, r.err
 }
 
-// waitSlot waits for one of n's delete slots until until, and returns the
-// context of the call that follows: ctx's values with a request timeout
-// (silence) from now, not ctx's deadline, which the wait may have passed.
-func (c *Client) waitSlot(ctx context.Context, n *node, silence time.Duration, until time.Time) (context.Context, context.CancelFunc, error) {
+// queuedDelete is a delete waiting for a slot of its node.
+type queuedDelete struct {
+	del     calls
+	j       int
+	silence time.Duration
+	done    chan nodeReply // buffered 1: the reply, once sent
+	taken   bool           // in a pipeline: the reply will come; guarded by the node's delMu
+	dropped bool           // gave up waiting; guarded by the node's delMu
+}
+
+// idleDeletes reports whether no delete waits for a slot of n.
+func (n *node) idleDeletes() bool {
+	n.delMu.Lock()
+	defer n.delMu.Unlock()
+	return len(n.delQ) == 0
+}
+
+// queueDelete queues d for n's next pipeline of deletes, and returns its
+// reply, or errNoSlot when no slot was free before until.
+func (c *Client) queueDelete(n *node, d *queuedDelete, until time.Time) nodeReply {
 	left := until.Sub(c.clk.Now())
 	if left <= 0 {
-		return nil, nil, errNoSlot
+		return nodeReply{err: errNoSlot}
 	}
+	n.delMu.Lock()
+	n.delQ = append(n.delQ, d)
+	if !n.delFlushing {
+		n.delFlushing = true
+		c.bg.add(1)
+		go c.flushDeletes(n)
+	}
+	n.delMu.Unlock()
 	t := c.clk.NewTimer(left)
 	defer t.Stop()
 	select {
-	case n.slots <- struct{}{}:
+	case r := <-d.done:
+		return r
 	case <-t.C():
-		return nil, nil, errNoSlot
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), silence)
-	return ctx, cancel, nil
+	n.delMu.Lock()
+	if !d.taken {
+		d.dropped = true
+		n.delMu.Unlock()
+		return nodeReply{err: errNoSlot}
+	}
+	n.delMu.Unlock()
+	return <-d.done // sent meanwhile: bounded by its request timeout
+}
+
+// flushDeletes sends n's queued deletes, maxBatch at most in one pipeline,
+// each pipeline once one of n's delete slots is free, until none is left.
+func (c *Client) flushDeletes(n *node) {
+	defer c.bg.done()
+	for {
+		n.slots <- struct{}{}
+		n.delMu.Lock()
+		var batch []*queuedDelete
+		for len(n.delQ) > 0 && len(batch) < maxBatch {
+			d := n.delQ[0]
+			n.delQ[0] = nil
+			n.delQ = n.delQ[1:]
+			if !d.dropped {
+				d.taken = true
+				batch = append(batch, d)
+			}
+		}
+		if len(batch) == 0 {
+			n.delQ = nil
+			n.delFlushing = false
+			n.delMu.Unlock()
+			<-n.slots
+			return
+		}
+		n.delMu.Unlock()
+		c.bg.add(1)
+		go func() {
+			defer c.bg.done()
+			c.sendDeletes(n, batch)
+			<-n.slots
+		}()
+	}
+}
+
+// sendDeletes sends the deletes to n in one pipeline, with the longest of
+// their request timeouts, and hands each its reply.
+func (c *Client) sendDeletes(n *node, batch []*queuedDelete) {
+	var silence time.Duration
+	for _, d := range batch {
+		silence = max(silence, d.silence)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), silence)
+	defer cancel()
+	// One request on the wire, as far as telling a hung node goes.
+	n.pending.Add(1)
+	cmds := make([]*redis.Cmd, len(batch))
+	pipe := n.rdb.Pipeline()
+	for k, d := range batch {
+		cmds[k] = d.del.cmd(ctx, d.j, false)
+		_ = pipe.Process(ctx, cmds[k])
+	}
+	_, _ = pipe.Exec(ctx)
+	var again []int
+	for k, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			again = append(again, k)
+		}
+	}
+	if len(again) > 0 {
+		// The node lost its script cache: the source, as script.run does.
+		pipe = n.rdb.Pipeline()
+		for _, k := range again {
+			cmds[k] = batch[k].del.cmd(ctx, batch[k].j, true)
+			_ = pipe.Process(ctx, cmds[k])
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	var answer error
+	for k, d := range batch {
+		got, err := cmds[k].Int64()
+		if err == nil || isReply(err) {
+			answer = nil
+		} else if k == 0 {
+			answer = err
+		}
+		d.done <- nodeReply{got: got, err: err}
+	}
+	n.finish(answer)
 }

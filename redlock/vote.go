@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -168,10 +169,25 @@ func (r *request) bounds() quorum.Bounds {
 // attempt is one round of the algorithm: SET NX PX on every node at once,
 // decided by majority and validity.
 func (c *Client) attempt(ctx context.Context, req *request, token string, w *waiter) (*Lock, *RoundError) {
+	if err := c.admit(ctx); err != nil {
+		return nil, &RoundError{Op: "acquire", Key: req.key, Needed: c.Quorum(), Reason: err,
+			detail: "while waiting for this Client's other attempts to leave a connection free"}
+	}
+	// The admission is given back once the round is decided, or once its
+	// last call returned if that is sooner: a straggler on a hung node
+	// must not hold it for longer.
+	var freed atomic.Bool
+	free := func() {
+		if freed.CompareAndSwap(false, true) {
+			<-c.rounds
+		}
+	}
 	c.stats.attempts.Add(1)
 	start := c.clk.Now()
-	round := c.startVotes(ctx, req, token, w)
-	if d := round.Decide(); !d.OK {
+	round := c.startVotes(ctx, req, token, w, free)
+	d := round.Decide()
+	free()
+	if !d.OK {
 		return nil, c.failure(ctx, req, token, round, nil, "")
 	}
 	var fence uint64
@@ -208,7 +224,8 @@ func (c *Client) attempt(ctx context.Context, req *request, token string, w *wai
 }
 
 // startVotes sends the acquisition script to every node at once.
-func (c *Client) startVotes(ctx context.Context, req *request, token string, w *waiter) *quorum.Round[vote] {
+// free is called once every call has returned.
+func (c *Client) startVotes(ctx context.Context, req *request, token string, w *waiter, free func()) *quorum.Round[vote] {
 	args := req.acquire
 	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
 	if w != nil && c.ns.fair {
@@ -216,8 +233,15 @@ func (c *Client) startVotes(ctx context.Context, req *request, token string, w *
 	}
 	acquire := acquireScript.calls(len(c.nodes), args[:]...)
 	c.bg.add(len(c.nodes))
+	var left atomic.Int32
+	left.Store(int32(len(c.nodes)))
 	return quorum.Start(ctx, len(c.nodes), req.bounds(), func(ctx context.Context, i int) (vote, bool, error) {
 		defer c.bg.done()
+		defer func() {
+			if left.Add(-1) == 0 {
+				free()
+			}
+		}()
 		n := c.nodes[i]
 		if err := n.start(req.s.requestTimeout); err != nil {
 			c.stats.failed.Add(1)
@@ -243,6 +267,30 @@ func (c *Client) startVotes(ctx context.Context, req *request, token string, w *
 		}
 		return v, v.status == voteGranted, nil
 	})
+}
+
+// admit waits until fewer acquisition rounds of this Client are in flight
+// than the smallest node pool has connections, before the round's clock
+// starts: each round holds a connection on every node, and rounds beyond
+// the pool would wait for one inside their node timeout. A thousand
+// goroutines of one Client waiting for their keys then queue here, where
+// the wait costs no connection and no validity, instead of timing out in
+// the pools and trying again. It ends early with the ctx's error, or
+// ErrClosed.
+func (c *Client) admit(ctx context.Context) error {
+	select {
+	case c.rounds <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.rounds <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
 }
 
 // parseVote reads acquire.lua's {status, value, flags[, node µs]}.
