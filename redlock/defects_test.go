@@ -80,6 +80,10 @@ func TestBootstrapNeverHidesRestart(t *testing.T) {
 		t.Fatal(err)
 	} else {
 		_ = l.Release(bg())
+		// Release returns once a majority deleted; the last delete may
+		// still be on its way, and a key left on node 2 would answer for
+		// node 0 below.
+		waitFor(t, func() bool { return len(tn.holders("k", l.Token())) == 0 })
 	}
 	tn.mr[0].FlushAll() // node 0 restarts empty
 	if err := c.Bootstrap(bg()); err != nil {
