@@ -22,7 +22,11 @@ import (
 
 // Client acquires locks on a fixed set of independent Redis masters. It is
 // safe for concurrent use. The node clients given to New stay the caller's:
-// the Client adds no hook to them and never closes them.
+// the Client adds no hook to them and never closes them. Hooks the caller
+// added see the Client's scripts as commands, except the extensions of
+// auto-extended locks that fall due together and release deletes that
+// waited for a connection: those go out in pipelines (ProcessPipelineHook).
+// A hook that rewrites commands (a key prefix, say) must handle both.
 type Client struct {
 	nodes    []*node
 	cfg      clientConfig // as the options set it; per-lock options start from it
