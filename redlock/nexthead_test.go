@@ -29,24 +29,13 @@ func TestGivingUpNamedWaiterWakesNext(t *testing.T) {
 	// so that it sleeps through the release that names it (as a waiter
 	// whose ctx ends just as the release is announced).
 	gate := newDialGate()
-	var conns []redis.UniversalClient
-	for _, mr := range tn.mr {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
-		t.Cleanup(func() { _ = rdb.Close() })
-		rdb.AddHook(gate)
-		conns = append(conns, rdb)
-	}
+	conns := ownConns(t, tn, gate, everyNode)
 	first, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = first.Close() })
-	if err := first.Bootstrap(bg()); err != nil {
-		t.Fatal(err)
-	}
-	warmPools(t, conns)
-	gate.shut()
-	defer gate.release()
+	shutAfterWarm(t, first, conns, gate)
 	second := newClient(t, tn, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
 
 	l, err := holder.TryAcquire(bg(), key, WithTTL(ttl))
@@ -54,16 +43,7 @@ func TestGivingUpNamedWaiterWakesNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 3 })
-	queued := func(n int) func() bool {
-		return func() bool {
-			for i := range tn.mr {
-				if len(tn.queueEntries(t, i, key)) != n {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	queued := func(n int) func() bool { return tn.queuedOnAll(t, key, n) }
 	fctx, fcancel := context.WithCancel(bg())
 	defer fcancel()
 	firstGot := make(chan error, 1)
@@ -87,14 +67,7 @@ func TestGivingUpNamedWaiterWakesNext(t *testing.T) {
 	}()
 	waitFor(t, queued(2))
 	// The second waiter listens on every node (the first does nowhere).
-	waitFor(t, func() bool {
-		for _, mr := range tn.mr {
-			if mr.PubSubNumSub(releasedChannel)[releasedChannel] != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, tn.subscribedOnAll(1))
 	if err := l.Release(bg()); err != nil { // names the first waiter
 		t.Fatal(err)
 	}
@@ -150,12 +123,7 @@ func TestAbandonedLockWakesNext(t *testing.T) {
 	gate := newDialGate()
 	var armed atomic.Bool
 	inflight := make(chan struct{}, 1)
-	var conns []redis.UniversalClient
-	for _, mr := range tn.mr {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
-		t.Cleanup(func() { _ = rdb.Close() })
-		conns = append(conns, rdb)
-	}
+	conns := ownConns(t, tn, nil, nil)
 	first, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), withClock(fake))
 	if err != nil {
 		t.Fatal(err)
@@ -165,12 +133,7 @@ func TestAbandonedLockWakesNext(t *testing.T) {
 		rdb.(*redis.Client).AddHook(gate)
 		rdb.(*redis.Client).AddHook(closeHook{armed: &armed, closed: first.done, inflight: inflight})
 	}
-	if err := first.Bootstrap(bg()); err != nil {
-		t.Fatal(err)
-	}
-	warmPools(t, conns)
-	gate.shut()
-	defer gate.release()
+	shutAfterWarm(t, first, conns, gate)
 	second := newClient(t, tn, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
 
 	l, err := holder.TryAcquire(bg(), key, WithTTL(ttl))
@@ -178,16 +141,7 @@ func TestAbandonedLockWakesNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 3 })
-	queued := func(n int) func() bool {
-		return func() bool {
-			for i := range tn.mr {
-				if len(tn.queueEntries(t, i, key)) != n {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	queued := func(n int) func() bool { return tn.queuedOnAll(t, key, n) }
 	firstGot := make(chan error, 1)
 	go func() {
 		// A node timeout long enough for the held-back attempt to outlast
@@ -210,14 +164,7 @@ func TestAbandonedLockWakesNext(t *testing.T) {
 		secondGot <- err
 	}()
 	waitFor(t, queued(2))
-	waitFor(t, func() bool {
-		for _, mr := range tn.mr {
-			if mr.PubSubNumSub(releasedChannel)[releasedChannel] != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, tn.subscribedOnAll(1))
 	if err := l.Release(bg()); err != nil { // names the first waiter, which does not hear it
 		t.Fatal(err)
 	}

@@ -70,6 +70,62 @@ func (g *dialGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // more than an acquisition, its cleanup and a release use at once.
 const idleConns = 4
 
+// ownConns returns node clients of their own, as another process has them,
+// with gate in front of the nodes for which gated is true.
+func ownConns(t testing.TB, tn *testNodes, gate *dialGate, gated func(i int) bool) []redis.UniversalClient {
+	t.Helper()
+	var conns []redis.UniversalClient
+	for i, mr := range tn.mr {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
+		t.Cleanup(func() { _ = rdb.Close() })
+		if gate != nil && gated(i) {
+			rdb.AddHook(gate)
+		}
+		conns = append(conns, rdb)
+	}
+	return conns
+}
+
+func everyNode(int) bool { return true }
+
+// shutAfterWarm bootstraps c, fills the pools of its conns and shuts the
+// gate: only connections dialled from now on (the subscriptions) wait for
+// it, until the test ends.
+func shutAfterWarm(t *testing.T, c *Client, conns []redis.UniversalClient, gate *dialGate) {
+	t.Helper()
+	if err := c.Bootstrap(bg()); err != nil {
+		t.Fatal(err)
+	}
+	warmPools(t, conns)
+	gate.shut()
+	t.Cleanup(gate.release)
+}
+
+// queuedOnAll is true once every node's queue for key holds n places.
+func (tn *testNodes) queuedOnAll(t testing.TB, key string, n int) func() bool {
+	return func() bool {
+		for i := range tn.mr {
+			if len(tn.queueEntries(t, i, key)) != n {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// subscribedOnAll is true once every node counts n subscriptions to the
+// release channel.
+func (tn *testNodes) subscribedOnAll(n int) func() bool {
+	return func() bool {
+		for _, mr := range tn.mr {
+			if mr.PubSubNumSub(releasedChannel)[releasedChannel] != n {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // warmPools waits until every pool holds its idle connections.
 func warmPools(t testing.TB, conns []redis.UniversalClient) {
 	t.Helper()
@@ -96,26 +152,13 @@ func TestWakeupMissedBeforeSubscribed(t *testing.T) {
 	holder := newClient(t, tn, WithQuarantine(ttl))
 	// The waiter's own connections, as another process has them.
 	gate := newDialGate()
-	var conns []redis.UniversalClient
-	for _, mr := range tn.mr {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
-		t.Cleanup(func() { _ = rdb.Close() })
-		rdb.AddHook(gate)
-		conns = append(conns, rdb)
-	}
+	conns := ownConns(t, tn, gate, everyNode)
 	waiter, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = waiter.Close() })
-	if err := waiter.Bootstrap(bg()); err != nil {
-		t.Fatal(err)
-	}
-	// Only connections dialled from now on (the subscriptions) wait for
-	// the gate.
-	warmPools(t, conns)
-	gate.shut()
-	defer gate.release()
+	shutAfterWarm(t, waiter, conns, gate)
 
 	l, err := holder.TryAcquire(bg(), "missed", WithTTL(ttl))
 	if err != nil {
@@ -160,26 +203,13 @@ func TestWakeupMissedOnNodeNotSubscribed(t *testing.T) {
 	tn := newNodes(t, 3)
 	holder := newClient(t, tn, WithQuarantine(ttl))
 	gate := newDialGate() // in front of node 2 only
-	var conns []redis.UniversalClient
-	for i, mr := range tn.mr {
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: time.Minute, ContextTimeoutEnabled: true, MinIdleConns: idleConns})
-		t.Cleanup(func() { _ = rdb.Close() })
-		if i == 2 {
-			rdb.AddHook(gate)
-		}
-		conns = append(conns, rdb)
-	}
+	conns := ownConns(t, tn, gate, func(i int) bool { return i == 2 })
 	waiter, err := New(conns, WithQuarantine(ttl), WithTTL(ttl), WithRetryDelay(time.Hour, time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = waiter.Close() })
-	if err := waiter.Bootstrap(bg()); err != nil {
-		t.Fatal(err)
-	}
-	warmPools(t, conns)
-	gate.shut()
-	defer gate.release()
+	shutAfterWarm(t, waiter, conns, gate)
 
 	// The waiter waits once, so that its subscriptions to nodes 0 and 1 are
 	// up (it hears the release there) while node 2's waits at the gate.
