@@ -46,25 +46,11 @@ func TestGivingUpNamedWaiterWakesNext(t *testing.T) {
 	queued := func(n int) func() bool { return tn.queuedOnAll(t, key, n) }
 	fctx, fcancel := context.WithCancel(bg())
 	defer fcancel()
-	firstGot := make(chan error, 1)
-	go func() {
-		l1, err := first.Acquire(fctx, key)
-		if err == nil {
-			_ = l1.Release(bg())
-		}
-		firstGot <- err
-	}()
+	firstGot := acquireAndRelease(fctx, first, key)
 	waitFor(t, queued(1))
 	ctx, cancel := context.WithTimeout(bg(), ttl/6) // half the sleep the second waiter must not take
 	defer cancel()
-	secondGot := make(chan error, 1)
-	go func() {
-		l2, err := second.Acquire(ctx, key)
-		if err == nil {
-			err = l2.Release(bg())
-		}
-		secondGot <- err
-	}()
+	secondGot := acquireAndRelease(ctx, second, key)
 	waitFor(t, queued(2))
 	// The second waiter listens on every node (the first does nowhere).
 	waitFor(t, tn.subscribedOnAll(1))
@@ -142,27 +128,13 @@ func TestAbandonedLockWakesNext(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 3 })
 	queued := func(n int) func() bool { return tn.queuedOnAll(t, key, n) }
-	firstGot := make(chan error, 1)
-	go func() {
-		// A node timeout long enough for the held-back attempt to outlast
-		// the Client's closing on a slow host.
-		l1, err := first.Acquire(bg(), key, WithNodeTimeout(ttl/4))
-		if err == nil {
-			_ = l1.Release(bg())
-		}
-		firstGot <- err
-	}()
+	// A node timeout long enough for the held-back attempt to outlast
+	// the Client's closing on a slow host.
+	firstGot := acquireAndRelease(bg(), first, key, WithNodeTimeout(ttl/4))
 	waitFor(t, queued(1))
 	ctx, cancel := context.WithTimeout(bg(), ttl/6) // half the sleep the second waiter must not take
 	defer cancel()
-	secondGot := make(chan error, 1)
-	go func() {
-		l2, err := second.Acquire(ctx, key)
-		if err == nil {
-			err = l2.Release(bg())
-		}
-		secondGot <- err
-	}()
+	secondGot := acquireAndRelease(ctx, second, key)
 	waitFor(t, queued(2))
 	waitFor(t, tn.subscribedOnAll(1))
 	if err := l.Release(bg()); err != nil { // names the first waiter, which does not hear it

@@ -70,6 +70,20 @@ func (g *dialGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // more than an acquisition, its cleanup and a release use at once.
 const idleConns = 4
 
+// acquireAndRelease acquires key with c in a goroutine, releases it at once
+// and sends the first error (nil when both worked).
+func acquireAndRelease(ctx context.Context, c *Client, key string, opts ...LockOption) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Acquire(ctx, key, opts...)
+		if err == nil {
+			err = l.Release(bg())
+		}
+		got <- err
+	}()
+	return got
+}
+
 // ownConns returns node clients of their own, as another process has them,
 // with gate in front of the nodes for which gated is true.
 func ownConns(t testing.TB, tn *testNodes, gate *dialGate, gated func(i int) bool) []redis.UniversalClient {
@@ -218,14 +232,7 @@ func TestWakeupMissedOnNodeNotSubscribed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(tn.holders("first", l.Token())) == 3 })
-	first := make(chan error, 1)
-	go func() {
-		l2, err := waiter.Acquire(bg(), "first")
-		if err == nil {
-			err = l2.Release(bg())
-		}
-		first <- err
-	}()
+	first := acquireAndRelease(bg(), waiter, "first")
 	waitFor(t, func() bool {
 		for i := range tn.mr {
 			if len(tn.queueEntries(t, i, "first")) != 1 {
@@ -321,14 +328,7 @@ func TestAcquireQueuesWithFirstAttempt(t *testing.T) {
 		}
 		waitFor(t, func() bool { return len(tn.holders(key, l.Token())) == 3 })
 		before := unqueued.Load()
-		got := make(chan error, 1)
-		go func() {
-			l2, err := waiter.Acquire(bg(), key)
-			if err == nil {
-				err = l2.Release(bg())
-			}
-			got <- err
-		}()
+		got := acquireAndRelease(bg(), waiter, key)
 		waitFor(t, func() bool {
 			for i := range tn.mr {
 				if len(tn.queueEntries(t, i, key)) != 1 {
