@@ -35,6 +35,7 @@ type keeper struct {
 type keepState struct {
 	index   int // in the heap; -1 when not scheduled
 	next    time.Time
+	retry   bool // next is a retry after a failure: not taken early
 	removed bool // the lock ended: never schedule it again
 }
 
@@ -45,12 +46,13 @@ func newKeeper(c *Client) *keeper {
 // schedule plans the next extension of l, if it is due one.
 func (k *keeper) schedule(l *Lock) {
 	at, ok := k.next(l)
+	retry := l.lease.failing()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !ok || k.stopped || l.ka.removed {
 		return
 	}
-	l.ka.next = at
+	l.ka.next, l.ka.retry = at, retry
 	if l.ka.index >= 0 {
 		heap.Fix(&k.h, l.ka.index)
 	} else {
@@ -109,8 +111,10 @@ func (k *keeper) loop() {
 		k.mu.Lock()
 		// The locks due soon are extended now, with those due: their
 		// extensions travel together (see extendBatch), and a lock
-		// extended a little early only holds a little longer.
-		for len(k.h) > 0 && !k.h[0].ka.next.After(now.Add(k.h[0].req.s.ttl/batchWindow)) {
+		// extended a little early only holds a little longer. A retry is
+		// never taken early: it is due TTL/20 after the failure, within
+		// the window, and would go out again at once.
+		for len(k.h) > 0 && k.due(k.h[0], now) {
 			due = append(due, heap.Pop(&k.h).(*Lock))
 		}
 		if len(k.h) > 0 {
@@ -131,6 +135,14 @@ func (k *keeper) loop() {
 			return
 		}
 	}
+}
+
+// due reports whether l is to be extended in the batch formed at now.
+func (k *keeper) due(l *Lock, now time.Time) bool {
+	if l.ka.retry {
+		return !l.ka.next.After(now)
+	}
+	return !l.ka.next.After(now.Add(l.req.s.ttl / batchWindow))
 }
 
 // sleep waits d (forever when d < 0) or until the schedule changes; false
