@@ -1,9 +1,17 @@
 package redlock
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A lock whose auto-extension fails is retried every TTL/20 while it is
@@ -72,5 +80,111 @@ func TestBatchedRefusalEndsAtOnce(t *testing.T) {
 	}
 	if !b.Valid() {
 		t.Fatalf("b ended: %v", b.Err())
+	}
+}
+
+// extensionGate holds every extension pipeline (extend.lua has two keys)
+// while armed, until the pipeline's ctx ends, and fails it then: an
+// extension that never reaches its node.
+type extensionGate struct{ armed *atomic.Bool }
+
+func (g extensionGate) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (g extensionGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (g extensionGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if g.armed.Load() && len(cmds) > 0 && len(cmds[0].Args()) > 2 && fmt.Sprint(cmds[0].Args()[2]) == "2" {
+			<-ctx.Done()
+			for _, cmd := range cmds {
+				cmd.SetErr(ctx.Err())
+			}
+			return ctx.Err()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// batchWaitsForSlot reports whether an extension batch waits for one of
+// the keeper's batch slots: it chose its locks already.
+func batchWaitsForSlot() bool {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, "[chan send") && strings.Contains(g, "(*keeper).extendBatch") {
+			return true
+		}
+	}
+	return false
+}
+
+// batchRunning reports whether any extension batch is under way.
+func batchRunning() bool {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Contains(string(buf), "(*keeper).extendBatch")
+}
+
+// A lock released while its extension batch waits for a batch slot is not
+// extended once the batch runs: the release's tombstone lasts one request
+// timeout, and the batch may start later than that (it waits for the
+// batches ahead of it, each up to its request timeout), find the key
+// missing and no tombstone, and "repair" it: the released key comes back
+// for a TTL with nobody to release it.
+func TestBatchedExtendSkipsLockReleasedWhileWaiting(t *testing.T) {
+	tn := newNodes(t, 3)
+	armed := new(atomic.Bool)
+	for _, rdb := range tn.clients {
+		rdb.AddHook(extensionGate{armed})
+	}
+	const ttl = 4 * time.Second
+	c := newClient(t, tn, WithTTL(ttl), WithNodeTimeout(900*time.Millisecond))
+	armed.Store(true)
+	const n = 5*maxExtendBatch + 8
+	locks := make([]*Lock, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				locks[i], errs[i] = c.Acquire(bg(), fmt.Sprintf("waiting-%d", i), WithAutoExtend(true))
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("lock %d: %v", i, err)
+		}
+	}
+	// maxBatches batches hang on the gate; one more chose its locks and
+	// waits for a slot.
+	for !batchWaitsForSlot() {
+		if !locks[n-1].Valid() {
+			t.Fatal("no extension batch waited for a slot while the locks were valid")
+		}
+		time.Sleep(5 * time.Millisecond) // polling goroutine states: no event to wait for
+	}
+	// One at a time: the gated pipelines hold a request under way on every
+	// node, and many deletes at once on top would make the nodes look hung.
+	for i, l := range locks {
+		if err := l.Release(bg()); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+	}
+	// The tombstones' request timeout passes on the nodes before the
+	// waiting batch is sent (it waits up to a request timeout for a slot,
+	// and up to another for a connection).
+	tn.fastForward(locks[0].req.s.requestTimeout + time.Millisecond)
+	armed.Store(false)
+	for batchRunning() {
+		time.Sleep(5 * time.Millisecond) // polling goroutine states: no event to wait for
+	}
+	back := 0
+	for i, l := range locks {
+		if h := tn.holders(fmt.Sprintf("waiting-%d", i), l.Token()); len(h) > 0 {
+			back++
+		}
+	}
+	if back > 0 {
+		t.Errorf("%d of %d released keys set again by an extension (repaired %d)", back, n, c.Stats().Repaired)
 	}
 }
