@@ -222,10 +222,11 @@ const (
 // it at once, and anything else is a failure retried while it is valid. A
 // round of one script per lock would take a connection per node for every
 // lock: thousands of locks due together then wait in the pools past their
-// node timeout, fail, are retried, and run out. A batch decides once every
-// lock is decided or its request timeout passed: a pipeline of several
-// scripts takes a node longer than one script, and the validity counts
-// from the batch's start whatever the wait.
+// node timeout, fail, are retried, and run out. Each lock is settled as
+// soon as its own round is decided, and those still undecided when the
+// batch's request timeout passed then: a pipeline of several scripts takes
+// a node longer than one script, and the validity counts from the batch's
+// start whatever the wait.
 func (k *keeper) extendBatch(locks []*Lock) {
 	c := k.c
 	live := make([]*Lock, 0, len(locks))
@@ -243,19 +244,33 @@ func (k *keeper) extendBatch(locks []*Lock) {
 	start := c.clk.Now()
 	c.bg.add(len(c.nodes))
 	quorum.Start(context.Background(), len(c.nodes), quorum.Within(b.timeout), b.node)
-	t := time.NewTimer(b.timeout)
-	expired := false
-	select {
-	case <-b.decided:
-	case <-t.C:
-		expired = true // the locks still undecided ran out of time
-	}
-	t.Stop()
-	for j, l := range live {
+	settle := func(j int, expired bool) {
+		l := live[j]
 		d, votes := b.decision(j)
 		_ = l.settleExtend(context.Background(), start, d, func() *RoundError {
 			return c.roundFailureVotes("extend", l.req, votes, expired, nil)
 		})
+	}
+	// Each lock is settled the moment its round is decided, as Extend
+	// settles its own: a majority's refusal ends it at once, whatever the
+	// other locks of the batch still wait for.
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	settled := make([]bool, len(live))
+	for left := len(live); left > 0; left-- {
+		select {
+		case j := <-b.ready:
+			settled[j] = true
+			settle(j, false)
+		case <-t.C:
+			// The locks still undecided ran out of time.
+			for j := range live {
+				if !settled[j] {
+					settle(j, true)
+				}
+			}
+			return
+		}
 	}
 }
 
@@ -271,8 +286,7 @@ type batch struct {
 	answered []bool        // per node
 	got      [][]nodeReply // per node, per lock
 	yes, no  []int         // per lock: yes votes; refusals and failures
-	open     int           // locks not yet decided
-	decided  chan struct{} // closed once every lock is decided
+	ready    chan int      // each lock's index once its round is decided; buffered for all
 }
 
 type nodeReply struct {
@@ -284,8 +298,8 @@ func newBatch(c *Client, locks []*Lock) *batch {
 	b := &batch{
 		c: c, locks: locks, calls: make([]calls, len(locks)), need: c.Quorum(),
 		answered: make([]bool, len(c.nodes)), got: make([][]nodeReply, len(c.nodes)),
-		yes: make([]int, len(locks)), no: make([]int, len(locks)), open: len(locks),
-		decided: make(chan struct{}),
+		yes: make([]int, len(locks)), no: make([]int, len(locks)),
+		ready: make(chan int, len(locks)),
 	}
 	for j, l := range locks {
 		b.calls[j] = c.extendCalls(l.req, l.token, l.record.Load())
@@ -372,14 +386,7 @@ func (b *batch) note(i int, replies []nodeReply) {
 			b.no[j]++
 		}
 		if !was && (b.yes[j] >= b.need || n-b.no[j] < b.need) {
-			b.open--
-		}
-	}
-	if b.open == 0 {
-		select {
-		case <-b.decided:
-		default:
-			close(b.decided)
+			b.ready <- j
 		}
 	}
 }
