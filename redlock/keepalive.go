@@ -229,6 +229,11 @@ const (
 // start whatever the wait.
 func (k *keeper) extendBatch(locks []*Lock) {
 	c := k.c
+	// The locks are chosen once a slot is free: the wait may outlast a
+	// release's tombstone (a request timeout), and an extension sent after
+	// it would set a released key again where it finds it missing.
+	k.slots <- struct{}{}
+	defer func() { <-k.slots }()
 	live := make([]*Lock, 0, len(locks))
 	for _, l := range locks {
 		if !l.released.Load() && l.Valid() {
@@ -238,8 +243,6 @@ func (k *keeper) extendBatch(locks []*Lock) {
 	if len(live) == 0 {
 		return
 	}
-	k.slots <- struct{}{}
-	defer func() { <-k.slots }()
 	b := newBatch(c, live)
 	start := c.clk.Now()
 	c.bg.add(len(c.nodes))
