@@ -113,3 +113,58 @@ func TestBatchedExtendValidityCountsFromItsStart(t *testing.T) {
 		t.Errorf("extended until %v after its first request was sent, more than the TTL %v", l.Until().Sub(sent), ttl)
 	}
 }
+
+// A batch's pipelines get the shortest request timeout of its locks (an
+// extension must arrive within its own lock's request timeout, which the
+// release's tombstone covers). A lock with a longer request timeout must
+// not inherit a shorter one from the locks it is batched with: on a network
+// slower than the short timeout but faster than its own, it would never be
+// extended, whereas Extend would extend it.
+func TestBatchedExtendKeepsItsOwnRequestTimeout(t *testing.T) {
+	tn := newNodes(t, 3)
+	var mu sync.Mutex
+	var first time.Time
+	for _, rdb := range tn.clients {
+		rdb.AddHook(delayedExtensions{d: 350 * time.Millisecond, mu: &mu, first: &first})
+	}
+	c := newClient(t, tn, WithTTL(4*time.Second))
+	long, err := c.Acquire(bg(), "long", WithAutoExtend(true), WithNodeTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.req.s.requestTimeout <= 350*time.Millisecond {
+		t.Fatalf("request timeout %v", long.req.s.requestTimeout)
+	}
+	// One extension outside a pipeline loads the script on every node: a
+	// pipeline then takes one round trip, not two.
+	if err := long.Extend(bg()); err != nil {
+		t.Fatal(err)
+	}
+	// Short locks come and go (their own extensions take longer than
+	// their request timeout, 250 ms): one is always due when the long
+	// lock is.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l, err := c.TryAcquire(bg(), fmt.Sprintf("short-%d", i), WithTTL(time.Second), WithAutoExtend(true))
+			if err == nil {
+				defer func() { _ = l.Release(bg()) }()
+			}
+			time.Sleep(20 * time.Millisecond) // pacing the load, not synchronisation
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	was := long.Until()
+	for long.Until().Equal(was) && long.Valid() {
+		time.Sleep(20 * time.Millisecond) // polling the deadline: no event to wait for
+	}
+	if !long.Valid() {
+		t.Errorf("the long lock was never extended: %v (extensions failed %d)", long.Err(), c.stats.extendFailed.Load())
+	}
+}
