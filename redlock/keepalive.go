@@ -1,10 +1,12 @@
 package redlock
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,9 +123,20 @@ func (k *keeper) loop() {
 			wait = k.h[0].ka.next.Sub(now)
 		}
 		k.mu.Unlock()
+		// A batch holds locks of one request timeout: its pipelines get
+		// the shortest of its locks' (an extension must arrive within its
+		// own lock's, see extendBatch), which a lock with a longer one
+		// must not inherit.
+		slices.SortStableFunc(due, func(a, b *Lock) int {
+			return cmp.Compare(a.req.s.requestTimeout, b.req.s.requestTimeout)
+		})
 		for len(due) > 0 {
-			b := due[:min(len(due), maxExtendBatch)]
-			due = due[len(b):]
+			n := 1
+			for n < len(due) && n < maxExtendBatch && due[n].req.s.requestTimeout == due[0].req.s.requestTimeout {
+				n++
+			}
+			b := due[:n:n]
+			due = due[n:]
 			k.c.background(func() {
 				k.extendBatch(b)
 				for _, l := range b {
