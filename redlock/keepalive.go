@@ -1,10 +1,12 @@
 package redlock
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +37,7 @@ type keeper struct {
 type keepState struct {
 	index   int // in the heap; -1 when not scheduled
 	next    time.Time
+	retry   bool // next is a retry after a failure: not taken early
 	removed bool // the lock ended: never schedule it again
 }
 
@@ -45,12 +48,13 @@ func newKeeper(c *Client) *keeper {
 // schedule plans the next extension of l, if it is due one.
 func (k *keeper) schedule(l *Lock) {
 	at, ok := k.next(l)
+	retry := l.lease.failing()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !ok || k.stopped || l.ka.removed {
 		return
 	}
-	l.ka.next = at
+	l.ka.next, l.ka.retry = at, retry
 	if l.ka.index >= 0 {
 		heap.Fix(&k.h, l.ka.index)
 	} else {
@@ -109,17 +113,30 @@ func (k *keeper) loop() {
 		k.mu.Lock()
 		// The locks due soon are extended now, with those due: their
 		// extensions travel together (see extendBatch), and a lock
-		// extended a little early only holds a little longer.
-		for len(k.h) > 0 && !k.h[0].ka.next.After(now.Add(k.h[0].req.s.ttl/batchWindow)) {
+		// extended a little early only holds a little longer. A retry is
+		// never taken early: it is due TTL/20 after the failure, within
+		// the window, and would go out again at once.
+		for len(k.h) > 0 && k.due(k.h[0], now) {
 			due = append(due, heap.Pop(&k.h).(*Lock))
 		}
 		if len(k.h) > 0 {
 			wait = k.h[0].ka.next.Sub(now)
 		}
 		k.mu.Unlock()
+		// A batch holds locks of one request timeout: its pipelines get
+		// the shortest of its locks' (an extension must arrive within its
+		// own lock's, see extendBatch), which a lock with a longer one
+		// must not inherit.
+		slices.SortStableFunc(due, func(a, b *Lock) int {
+			return cmp.Compare(a.req.s.requestTimeout, b.req.s.requestTimeout)
+		})
 		for len(due) > 0 {
-			b := due[:min(len(due), maxExtendBatch)]
-			due = due[len(b):]
+			n := 1
+			for n < len(due) && n < maxExtendBatch && due[n].req.s.requestTimeout == due[0].req.s.requestTimeout {
+				n++
+			}
+			b := due[:n:n]
+			due = due[n:]
 			k.c.background(func() {
 				k.extendBatch(b)
 				for _, l := range b {
@@ -131,6 +148,14 @@ func (k *keeper) loop() {
 			return
 		}
 	}
+}
+
+// due reports whether l is to be extended in the batch formed at now.
+func (k *keeper) due(l *Lock, now time.Time) bool {
+	if l.ka.retry {
+		return !l.ka.next.After(now)
+	}
+	return !l.ka.next.After(now.Add(l.req.s.ttl / batchWindow))
 }
 
 // sleep waits d (forever when d < 0) or until the schedule changes; false
@@ -210,12 +235,18 @@ const (
 // it at once, and anything else is a failure retried while it is valid. A
 // round of one script per lock would take a connection per node for every
 // lock: thousands of locks due together then wait in the pools past their
-// node timeout, fail, are retried, and run out. A batch decides once every
-// lock is decided or its request timeout passed: a pipeline of several
-// scripts takes a node longer than one script, and the validity counts
-// from the batch's start whatever the wait.
+// node timeout, fail, are retried, and run out. Each lock is settled as
+// soon as its own round is decided, and those still undecided when the
+// batch's request timeout passed then: a pipeline of several scripts takes
+// a node longer than one script, and the validity counts from the batch's
+// start whatever the wait.
 func (k *keeper) extendBatch(locks []*Lock) {
 	c := k.c
+	// The locks are chosen once a slot is free: the wait may outlast a
+	// release's tombstone (a request timeout), and an extension sent after
+	// it would set a released key again where it finds it missing.
+	k.slots <- struct{}{}
+	defer func() { <-k.slots }()
 	live := make([]*Lock, 0, len(locks))
 	for _, l := range locks {
 		if !l.released.Load() && l.Valid() {
@@ -225,25 +256,37 @@ func (k *keeper) extendBatch(locks []*Lock) {
 	if len(live) == 0 {
 		return
 	}
-	k.slots <- struct{}{}
-	defer func() { <-k.slots }()
 	b := newBatch(c, live)
 	start := c.clk.Now()
 	c.bg.add(len(c.nodes))
 	quorum.Start(context.Background(), len(c.nodes), quorum.Within(b.timeout), b.node)
-	t := time.NewTimer(b.timeout)
-	expired := false
-	select {
-	case <-b.decided:
-	case <-t.C:
-		expired = true // the locks still undecided ran out of time
-	}
-	t.Stop()
-	for j, l := range live {
+	settle := func(j int, expired bool) {
+		l := live[j]
 		d, votes := b.decision(j)
 		_ = l.settleExtend(context.Background(), start, d, func() *RoundError {
 			return c.roundFailureVotes("extend", l.req, votes, expired, nil)
 		})
+	}
+	// Each lock is settled the moment its round is decided, as Extend
+	// settles its own: a majority's refusal ends it at once, whatever the
+	// other locks of the batch still wait for.
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	settled := make([]bool, len(live))
+	for left := len(live); left > 0; left-- {
+		select {
+		case j := <-b.ready:
+			settled[j] = true
+			settle(j, false)
+		case <-t.C:
+			// The locks still undecided ran out of time.
+			for j := range live {
+				if !settled[j] {
+					settle(j, true)
+				}
+			}
+			return
+		}
 	}
 }
 
@@ -259,8 +302,7 @@ type batch struct {
 	answered []bool        // per node
 	got      [][]nodeReply // per node, per lock
 	yes, no  []int         // per lock: yes votes; refusals and failures
-	open     int           // locks not yet decided
-	decided  chan struct{} // closed once every lock is decided
+	ready    chan int      // each lock's index once its round is decided; buffered for all
 }
 
 type nodeReply struct {
@@ -272,8 +314,8 @@ func newBatch(c *Client, locks []*Lock) *batch {
 	b := &batch{
 		c: c, locks: locks, calls: make([]calls, len(locks)), need: c.Quorum(),
 		answered: make([]bool, len(c.nodes)), got: make([][]nodeReply, len(c.nodes)),
-		yes: make([]int, len(locks)), no: make([]int, len(locks)), open: len(locks),
-		decided: make(chan struct{}),
+		yes: make([]int, len(locks)), no: make([]int, len(locks)),
+		ready: make(chan int, len(locks)),
 	}
 	for j, l := range locks {
 		b.calls[j] = c.extendCalls(l.req, l.token, l.record.Load())
@@ -360,14 +402,7 @@ func (b *batch) note(i int, replies []nodeReply) {
 			b.no[j]++
 		}
 		if !was && (b.yes[j] >= b.need || n-b.no[j] < b.need) {
-			b.open--
-		}
-	}
-	if b.open == 0 {
-		select {
-		case <-b.decided:
-		default:
-			close(b.decided)
+			b.ready <- j
 		}
 	}
 }
