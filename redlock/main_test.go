@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,9 +208,38 @@ func starvedRound(err error) bool {
 		return false
 	}
 	for _, n := range re.Nodes {
-		if n.Reason != NodeFailed || !(errors.Is(n.Err, context.DeadlineExceeded) || errors.Is(n.Err, errNotAnswering)) {
+		if n.Reason != NodeFailed || !timedOut(n.Err) {
 			return false
 		}
 	}
 	return true
+}
+
+// timedOut reports whether a node's failure is a timeout: the node timeout,
+// a read past the connection's deadline, or requests piled up.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, errNotAnswering)
+}
+
+// starvedRelease reports whether a release failed only because deletes
+// timed out: no quorum, and every node that failed timed out (nodes that
+// never held the token say so, and do not count).
+func starvedRelease(err error) bool {
+	var re *RoundError
+	if !errors.Is(err, ErrNoQuorum) || !errors.As(err, &re) {
+		return false
+	}
+	failed := 0
+	for _, n := range re.Nodes {
+		switch {
+		case n.Reason == NodeNotHeld:
+		case n.Reason == NodeFailed && timedOut(n.Err):
+			failed++
+		default:
+			return false
+		}
+	}
+	return failed > 0
 }
