@@ -94,7 +94,9 @@ func TestBatchedExtendValidityCountsFromItsStart(t *testing.T) {
 	for _, rdb := range tn.clients {
 		rdb.AddHook(delayedExtensions{d: 100 * time.Millisecond, mu: &mu, first: &first})
 	}
-	c := newClient(t, tn, WithTTL(ttl))
+	// The longest node timeout the TTL allows: the 100 ms delay must fit
+	// in it on a loaded host too, or no extension is ever counted.
+	c := newClient(t, tn, WithTTL(ttl), WithNodeTimeout(ttl/4))
 	l, err := c.Acquire(bg(), "start", WithAutoExtend(true))
 	if err != nil {
 		t.Fatal(err)
