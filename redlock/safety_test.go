@@ -84,11 +84,14 @@ func TestQuarantineStopsRestartAttack(t *testing.T) {
 			tn.noVote[3].Store(true)
 			tn.noVote[4].Store(true)
 			la, err := a.TryAcquire(bg(), "attack")
-			tn.noVote[3].Store(false)
-			tn.noVote[4].Store(false)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Nodes 3 and 4 vote again only once A's round has every
+			// answer: a late vote let through would put A's key there.
+			<-la.acq.Done()
+			tn.noVote[3].Store(false)
+			tn.noVote[4].Store(false)
 			for i := 0; i < 3; i++ {
 				waitFor(t, func() bool { return tn.mr[i].Exists("attack") })
 			}
