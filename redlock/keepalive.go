@@ -4,13 +4,10 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/quorumlock/quorumlock/quorum"
 )
@@ -346,37 +343,13 @@ func (b *batch) node(ctx context.Context, i int) (struct{}, bool, error) {
 		b.note(i, replies)
 		return struct{}{}, false, err
 	}
-	cmds := make([]*redis.Cmd, len(b.locks))
-	pipe := n.rdb.Pipeline()
+	calls := make([]piped, len(b.locks))
 	for j := range b.locks {
-		cmds[j] = b.calls[j].cmd(ctx, i, false)
-		_ = pipe.Process(ctx, cmds[j])
+		calls[j] = piped{b.calls[j], i}
 	}
-	_, _ = pipe.Exec(ctx)
-	var again []int
-	for j, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
-			again = append(again, j)
-		}
-	}
-	if len(again) > 0 {
-		// The node lost its script cache: the source, as script.run does.
-		pipe = n.rdb.Pipeline()
-		for _, j := range again {
-			cmds[j] = b.calls[j].cmd(ctx, i, true)
-			_ = pipe.Process(ctx, cmds[j])
-		}
-		_, _ = pipe.Exec(ctx)
-	}
-	// Any reply counts as the node answering (see node.finish).
-	var answer error
+	cmds, answer := runPiped(ctx, n.rdb, calls)
 	for j, cmd := range cmds {
 		replies[j].got, replies[j].err = cmd.Int64()
-		if e := replies[j].err; e == nil || isReply(e) {
-			answer = nil
-		} else if j == 0 {
-			answer = e
-		}
 		if replies[j].got == 2 {
 			c.stats.repaired.Add(1)
 			c.log.node(slog.LevelInfo, n, "redlock: lock key repaired", "key", b.locks[j].req.key,
@@ -433,20 +406,4 @@ func (b *batch) decision(j int) (quorum.Decision, []quorum.Vote[bool]) {
 	}
 	d.OK = d.Yes >= b.need
 	return d, votes
-}
-
-// cmd is copy i of the call as a command; eval sends the script's source
-// instead of its hash.
-func (c calls) cmd(ctx context.Context, i int, eval bool) *redis.Cmd {
-	args := c.args[i*c.width : (i+1)*c.width : (i+1)*c.width]
-	if eval {
-		args[0], args[1] = "eval", c.s.src
-	}
-	cmd := redis.NewCmd(ctx, args...)
-	cmd.SetFirstKeyPos(3)
-	return cmd
-}
-
-func isNoScript(err error) bool {
-	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }

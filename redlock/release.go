@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/quorumlock/quorumlock/quorum"
 )
 
@@ -259,36 +257,13 @@ func (c *Client) sendDeletes(n *node, batch []*queuedDelete) {
 	defer cancel()
 	// One request on the wire, as far as telling a hung node goes.
 	n.pending.Add(1)
-	cmds := make([]*redis.Cmd, len(batch))
-	pipe := n.rdb.Pipeline()
+	calls := make([]piped, len(batch))
 	for k, d := range batch {
-		cmds[k] = d.del.cmd(ctx, d.j, false)
-		_ = pipe.Process(ctx, cmds[k])
+		calls[k] = piped{d.del, d.j}
 	}
-	_, _ = pipe.Exec(ctx)
-	var again []int
-	for k, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
-			again = append(again, k)
-		}
-	}
-	if len(again) > 0 {
-		// The node lost its script cache: the source, as script.run does.
-		pipe = n.rdb.Pipeline()
-		for _, k := range again {
-			cmds[k] = batch[k].del.cmd(ctx, batch[k].j, true)
-			_ = pipe.Process(ctx, cmds[k])
-		}
-		_, _ = pipe.Exec(ctx)
-	}
-	var answer error
+	cmds, answer := runPiped(ctx, n.rdb, calls)
 	for k, d := range batch {
 		got, err := cmds[k].Int64()
-		if err == nil || isReply(err) {
-			answer = nil
-		} else if k == 0 {
-			answer = err
-		}
 		d.done <- nodeReply{got: got, err: err}
 	}
 	n.finish(answer)

@@ -115,19 +115,71 @@ func (s *script) calls(n int, numKeysAndArgs ...any) calls {
 
 // run sends copy i to rdb and returns the command, answered.
 func (c calls) run(ctx context.Context, rdb redis.UniversalClient, i int) *redis.Cmd {
-	args := c.args[i*c.width : (i+1)*c.width : (i+1)*c.width]
-	cmd := redis.NewCmd(ctx, args...)
-	cmd.SetFirstKeyPos(3)
+	cmd := c.cmd(ctx, i, false)
 	_ = rdb.Process(ctx, cmd)
-	if err := cmd.Err(); err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")) {
+	if isNoScript(cmd.Err()) {
 		// The node lost its script cache (restart, SCRIPT FLUSH): send
 		// the source, which also caches it again.
-		args[0], args[1] = "eval", c.s.src
-		cmd = redis.NewCmd(ctx, args...)
-		cmd.SetFirstKeyPos(3)
+		cmd = c.cmd(ctx, i, true)
 		_ = rdb.Process(ctx, cmd)
 	}
 	return cmd
+}
+
+// cmd is copy i of the call as a command; eval sends the script's source
+// instead of its hash (and makes copy i send it from then on).
+func (c calls) cmd(ctx context.Context, i int, eval bool) *redis.Cmd {
+	args := c.args[i*c.width : (i+1)*c.width : (i+1)*c.width]
+	if eval {
+		args[0], args[1] = "eval", c.s.src
+	}
+	cmd := redis.NewCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	return cmd
+}
+
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}
+
+// piped is one call in a pipeline: copy i of c.
+type piped struct {
+	c calls
+	i int
+}
+
+// runPiped sends the calls to rdb in one pipeline, and those the node no
+// longer had cached once more with the script's source, as run does. It
+// returns the answered commands, in order, and what node.finish needs: nil
+// when any reply came from the node, else the first call's error.
+func runPiped(ctx context.Context, rdb redis.UniversalClient, calls []piped) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := rdb.Pipeline()
+	for k, p := range calls {
+		cmds[k] = p.c.cmd(ctx, p.i, false)
+		_ = pipe.Process(ctx, cmds[k])
+	}
+	_, _ = pipe.Exec(ctx)
+	var again []int
+	for k, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			again = append(again, k)
+		}
+	}
+	if len(again) > 0 {
+		pipe = rdb.Pipeline()
+		for _, k := range again {
+			cmds[k] = calls[k].c.cmd(ctx, calls[k].i, true)
+			_ = pipe.Process(ctx, cmds[k])
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err == nil || isReply(err) {
+			return cmds, nil
+		}
+	}
+	return cmds, cmds[0].Err()
 }
 
 // run is a single call of s on rdb.
