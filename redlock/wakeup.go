@@ -71,6 +71,14 @@ type heardCount struct {
 	n     int
 }
 
+// signal wakes the waiter, unless a wake-up is already pending.
+func (wu *wakeup) signal() {
+	select {
+	case wu.ch <- struct{}{}:
+	default:
+	}
+}
+
 // hear counts an announcement of token's release and reports whether it
 // makes a quorum.
 func (wu *wakeup) hear(token string, quorum int) bool {
@@ -120,9 +128,9 @@ func (w *waker) add(wu *wakeup) *wakeup {
 	set[wu] = struct{}{}
 	if !w.active {
 		w.active = true
-		for i, n := range w.c.nodes {
+		for _, n := range w.c.nodes {
 			w.wg.Add(1)
-			go w.listen(i, n)
+			go w.listen(n)
 		}
 	}
 	return wu
@@ -151,10 +159,10 @@ func (w *waker) unregister(wu *wakeup) {
 	}
 }
 
-// listen owns node i's subscription until the waker closes. go-redis
+// listen owns node n's subscription until the waker closes. go-redis
 // reconnects and resubscribes a broken subscription by itself; what was
 // published meanwhile is lost (see subscribed).
-func (w *waker) listen(i int, n *node) {
+func (w *waker) listen(n *node) {
 	defer w.wg.Done()
 	ps := n.rdb.Subscribe(w.ctx, releasedChannel)
 	defer func() {
@@ -176,7 +184,7 @@ func (w *waker) listen(i int, n *node) {
 			switch m := m.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
-					w.confirmed(i)
+					w.confirmed()
 				}
 			case *redis.Message:
 				token, rest, ok1 := strings.Cut(m.Payload, " ")
@@ -189,7 +197,7 @@ func (w *waker) listen(i int, n *node) {
 	}
 }
 
-// confirmed notes that node i confirmed its subscription. A waiter hears
+// confirmed notes that a node confirmed its subscription. A waiter hears
 // only what a node publishes after that: one that registered before may
 // have missed the release it waits for (its attempt found the key held, the
 // announcement went out before this Client listened there), and a release
@@ -199,15 +207,12 @@ func (w *waker) listen(i int, n *node) {
 // again whenever a node confirms a subscription: at the Client's first
 // wait, once per node, and after go-redis reconnected a subscription, which
 // loses what was published meanwhile.
-func (w *waker) confirmed(i int) {
+func (w *waker) confirmed() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, set := range w.keys {
 		for wu := range set {
-			select {
-			case wu.ch <- struct{}{}:
-			default:
-			}
+			wu.signal()
 		}
 	}
 }
@@ -221,10 +226,7 @@ func (w *waker) deliver(key, token, head string) {
 	quorum := w.c.Quorum()
 	for wu := range w.keys[key] {
 		if wu.watch {
-			select {
-			case wu.ch <- struct{}{}:
-			default:
-			}
+			wu.signal()
 			continue
 		}
 		if head == leaderHead || (head != "" && head != wu.id) {
@@ -240,10 +242,7 @@ func (w *waker) deliver(key, token, head string) {
 			wu.timer.Stop()
 			wu.timer = nil
 		}
-		select {
-		case wu.ch <- struct{}{}:
-		default:
-		}
+		wu.signal()
 	}
 }
 
@@ -252,10 +251,7 @@ func (w *waker) graceOver(wu *wakeup) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	wu.timer = nil
-	select {
-	case wu.ch <- struct{}{}:
-	default:
-	}
+	wu.signal()
 }
 
 // leaderHead is the head an election's leader announcement names: no
