@@ -476,15 +476,7 @@ func TestReleaseStormAllDeleted(t *testing.T) {
 	close(start)
 	wg.Wait()
 	took := time.Since(begin)
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed == 0 {
-				t.Errorf("release %d: %v", i, err)
-			}
-			failed++
-		}
-	}
+	failed := failures(t, "release", errs)
 	if failed > 0 {
 		t.Errorf("%d of %d releases failed (all released in %v, request timeout %v)", failed, n, took, c.defaults.requestTimeout)
 	}

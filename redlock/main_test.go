@@ -199,6 +199,22 @@ func downNode(t testing.TB) string {
 
 func bg() context.Context { return context.Background() }
 
+// failures reports the first error of errs, naming its item (what and its
+// index), and returns how many failed.
+func failures(t *testing.T, what string, errs []error) int {
+	t.Helper()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed == 0 {
+				t.Errorf("%s %d: %v", what, i, err)
+			}
+			failed++
+		}
+	}
+	return failed
+}
+
 // starvedRound reports whether err comes from a round that failed only
 // because nodes did not answer in time (node timeouts, requests piled up):
 // on a loaded host that says the host was slow, not that a node refused.

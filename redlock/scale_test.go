@@ -68,19 +68,11 @@ func TestManyAutoExtendedLocksKept(t *testing.T) {
 	if st := c.Stats(); st.Extended < 2*n {
 		t.Errorf("%d extensions of %d locks over three TTLs, want at least two each", st.Extended, n)
 	}
-	failed := 0
 	for i, l := range locks {
 		wg.Go(func() { errs[i] = l.Release(bg()) })
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			if failed == 0 {
-				t.Errorf("release %d: %v", i, err)
-			}
-			failed++
-		}
-	}
+	failed := failures(t, "release", errs)
 	if failed > 0 {
 		t.Errorf("%d of %d releases failed", failed, n)
 	}
@@ -186,15 +178,7 @@ func TestManyWaitersOnSmallPools(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			if failed == 0 {
-				t.Errorf("waiter %d: %v", i, err)
-			}
-			failed++
-		}
-	}
+	failed := failures(t, "waiter", errs)
 	if failed > 0 {
 		t.Errorf("%d of %d waiters not served", failed, n)
 	}
