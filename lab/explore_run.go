@@ -127,7 +127,7 @@ func runSchedule(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 				h.Clients = max(h.Clients, f.Client+1) // cold clients take the rows after the others
 			}
 		}
-		h.ImplementsFence = impl.Fencing
+		h.ImplementsFence = impl.Fencing && !sched.Unfenced
 		h.FinalCounter, h.HasCounter = readFinal(e.storage.Client, counterDataKey)
 	})
 	for _, err := range e.errs {
@@ -146,7 +146,7 @@ func newExplorer(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 	}
 	e := &explorer{
 		sched: sched, impl: impl, fleet: fleet, rec: NewRecorder(sched.Clients),
-		cfg:     LockConfig{TTL: sched.TTL, Fencing: true},
+		cfg:     LockConfig{TTL: sched.TTL, Fencing: !sched.Unfenced},
 		down:    make([]bool, sched.Nodes),
 		pending: make([]time.Duration, sched.Clients),
 	}

@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,10 @@ func (c *Client) TryAcquire(ctx context.Context, key string, opts ...LockOption)
 // order; a release wakes only the next one (WithWakeup), the others sleep. A
 // lock released while another goroutine of the same Client waits first in
 // line is handed over without a round trip (same token, same validity;
-// not for fenced locks, which need a new token).
+// not for fenced locks, which need a new token). A waiter of another
+// process that leads the key's queue on a majority is granted the key by
+// the release itself: it holds the lock once it hears so, with no round of
+// its own (not for fenced locks either).
 func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_ *Lock, err error) {
 	ctx = orBackground(ctx)
 	defer c.recordAcquire(time.Now(), &err)
@@ -73,10 +77,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 	defer w.stop()
 	w.queueAtOnce()
 	for attempt := 1; ; attempt++ {
-		// A fresh token for every attempt: the cleanup of a failed attempt
-		// can reach a node late, after the next attempt set the key there,
-		// and must not delete that key.
-		l, rerr := c.attempt(ctx, req, newToken(), w.queued)
+		l, rerr := c.attempt(ctx, req, w.token(), w.queued)
 		if rerr == nil {
 			return w.done(l)
 		}
@@ -112,6 +113,7 @@ type acquisition struct {
 	queued *waiter  // its place in the nodes' queue, once it took one
 	wake   *wakeup  // its release subscription
 	offer  *handoff // its offer to take the lock over within the Client
+	used   string   // the token of its last attempt
 }
 
 // leave takes a waiter that gives up out of the key's queue on every node:
@@ -125,13 +127,91 @@ func (a *acquisition) leave(rerr *RoundError) {
 	if a.queued == nil || c.isClosed() {
 		return
 	}
-	req, id, cleanup := a.req, a.queued.id, rerr.cleanup
+	req, id, grant, cleanup := a.req, a.queued.id, a.queued.grant, rerr.cleanup
 	c.background(func() {
 		if cleanup != nil {
 			<-cleanup // bounded: each of those calls by its request timeout
 		}
-		c.dequeue(req, id, nil, true).Wait()
+		c.dequeue(req, id, grant, nil, true).Wait()
 	})
+}
+
+// token returns the next attempt's token. A fresh token for every attempt:
+// the cleanup of a failed attempt can reach a node late, after the next
+// attempt set the key there, and must not delete that key. A waiter that
+// takes grants (see granted) registers with each attempt the token of the
+// next one, so that a release can set the key to it meanwhile; the next
+// attempt then finds the key its own there, and renews it. Grants of the
+// token an attempt uses stop counting when it starts: it may fail, and its
+// cleanup delete them.
+func (a *acquisition) token() string {
+	q, c := a.queued, a.c
+	if q == nil || a.wake == nil || a.req.s.fencing {
+		a.used = newToken()
+		return a.used
+	}
+	a.used = q.grant
+	if a.used == "" {
+		a.used = newToken()
+	}
+	q.grant, q.since = newToken(), c.clk.Now()
+	c.waker.expect(a.wake, q.grant)
+	return a.used
+}
+
+// granted returns the lock when a majority of nodes announced that a
+// release granted this waiter its registered token (release.lua): the key
+// holds the token there for the waiter's TTL from the grant. Each grant came
+// after the registration reached its node, and that after the registering
+// attempt started, so the validity counts from then (since): every key
+// counted outlives it. With less than half the TTL left, the next attempt
+// renews the keys instead, with that same token.
+func (a *acquisition) granted() *Lock {
+	c, req, q := a.c, a.req, a.queued
+	if q == nil || a.wake == nil || q.grant == "" {
+		return nil
+	}
+	nodes := c.waker.grantedBy(a.wake, q.grant)
+	if len(nodes) < c.Quorum() {
+		return nil
+	}
+	until := deadline(q.since, req.s.ttl, req.s.driftFactor)
+	if until.Sub(c.clk.Now()) < req.s.ttl/2 {
+		return nil
+	}
+	token := q.grant
+	q.grant = ""
+	c.waker.expect(a.wake, "")
+	c.stats.acquired.Add(1)
+	c.stats.granted.Add(1)
+	l := c.newLock(req, token, 0, until, nil)
+	l.waiter = q.id
+	// The nodes that did not grant still queue the waiter.
+	var left []int
+	for i := range c.nodes {
+		if !slices.Contains(nodes, i) {
+			left = append(left, i)
+		}
+	}
+	if len(left) > 0 {
+		id := q.id
+		c.background(func() { c.dequeue(req, id, "", left, false).Wait() })
+	}
+	return l
+}
+
+// dropGrant gives up the token this waiter registered for grants when it
+// got the lock handed over within the Client: a key a release granted it
+// meanwhile would block everyone else for a TTL. (A lock of its own attempt
+// takes it out of the queue where the attempt was refused, see attempt.)
+func (a *acquisition) dropGrant(l *Lock) {
+	q, c := a.queued, a.c
+	if q == nil || q.grant == "" || l.token == a.used {
+		return
+	}
+	req, id, grant := a.req, q.id, q.grant
+	q.grant = ""
+	c.background(func() { c.dequeue(req, id, grant, nil, true).Wait() })
 }
 
 // queueAtOnce gives the first attempt a place in the key's queue when the
@@ -185,7 +265,11 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 		d = min(d, queueLife(req.s)/3) // refresh the place in time
 	}
 	a.offerHandoff(rerr)
-	return c.sleep(ctx, d, a.wake, a.offer)
+	l, err := c.sleep(ctx, d, a.wake, a.offer)
+	if l == nil && err == nil {
+		l = a.granted()
+	}
+	return l, err
 }
 
 // offerHandoff offers to take the lock over when the last attempt showed
@@ -225,6 +309,7 @@ func (a *acquisition) done(l *Lock) (*Lock, error) {
 		return a.doneDefect6(l)
 	}
 	a.stop()
+	a.dropGrant(l)
 	if a.c.isClosed() {
 		l.abandon()
 		return nil, a.c.closedError(a.req)

@@ -34,7 +34,11 @@ type Client struct {
 	defaults settings // the default lock settings, resolved
 	// defaultArgs are settingsArgs of the defaults, boxed once for every
 	// request made without lock options.
-	defaultArgs *[18]any
+	defaultArgs *[acquireArgs]any
+	// quarantineMs is the restart quarantine in ms, boxed once for the
+	// release script (a node grants the key to the queue's head only out of
+	// its quarantine).
+	quarantineMs any
 	clk         clock.Clock
 	log         *notes
 	queues      keyQueues
@@ -102,6 +106,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	}
 	args := settingsArgs(ns, defaults)
 	c.defaultArgs = &args
+	c.quarantineMs = ns.quarantine.Milliseconds()
 	for i, rdb := range nodes {
 		if rdb == nil {
 			return nil, fmt.Errorf("redlock: node %d is nil", i)

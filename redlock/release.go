@@ -26,8 +26,18 @@ type release struct {
 // there. Deletes are bounded by the request timeout, not by any caller's
 // ctx; a delete waiting for a free connection of its node waits until until
 // at most (the lock's validity; zero: a TTL from the round's start), and
-// gets the request timeout once it has one.
+// gets the request timeout once it has one. A lock granted by releases has
+// no round (acq nil): it is deleted on every node.
 func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string, until time.Time) release {
+	if acq == nil {
+		all := make([]int, len(c.nodes))
+		for i := range all {
+			all[i] = i
+		}
+		args := c.releaseArgs(token, announce, holder)
+		r := c.startRelease(req, args, all, until)
+		return release{r: r, nodes: all, done: r.Done()}
+	}
 	votes := acq.Collect()
 	// One allocation for both lists: each has at most one entry per node.
 	buf := make([]int, 0, 2*len(votes))
@@ -103,7 +113,8 @@ func (c *Client) startRelease(req *request, a releaseArgs, nodes []int, until ti
 	if until.IsZero() {
 		until = c.clk.Now().Add(req.s.ttl)
 	}
-	del := releaseScript.calls(len(nodes), 4, req.keyArg, req.queue, req.queueExp, req.gone, a.token, a.channel, a.head, a.holder, req.goneMs)
+	del := releaseScript.calls(len(nodes), 7, req.keyArg, req.queue, req.queueExp, req.gone, req.queueGrant, sentinelKey, runIDKey,
+		a.token, a.channel, a.head, a.holder, req.goneMs, c.quarantineMs)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {
 		defer c.bg.done()

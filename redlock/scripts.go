@@ -51,6 +51,8 @@ var (
 //	quorumlock:fence:<key>    per node: the key's fence counter
 //	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
 //	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
+//	quorumlock:queueg:<key>   per node: the token and TTL a release may grant
+//	                          each waiter (hash: "<token> <ttl ms>")
 //	quorumlock:gone:<key>     per node: the token a release just deleted, for a
 //	                          request timeout, so that an extension sent
 //	                          before the release does not set the key again
@@ -60,20 +62,23 @@ var (
 //	                          lock key <name> and expiring with it
 //	quorumlock:released       pub/sub channel of release announcements:
 //	                          "<token> <waiter id at the queue's head> <key>",
+//	                          the head as "<id>+<token>" when the release
+//	                          granted it the key,
 //	                          and of an election's leader records:
 //	                          "<token>:<seq> - <name>"
 const KeyPrefix = "quorumlock:"
 
 const (
-	sentinelKey     = KeyPrefix + "node"
-	runIDKey        = KeyPrefix + "node:run"
-	fencePrefix     = KeyPrefix + "fence:"
-	fencedPrefix    = KeyPrefix + "fenced:"
-	queuePrefix     = KeyPrefix + "queue:"
-	queueExpPrefix  = KeyPrefix + "queuex:"
-	gonePrefix      = KeyPrefix + "gone:"
-	leaderPrefix    = KeyPrefix + "leader:"
-	releasedChannel = KeyPrefix + "released"
+	sentinelKey      = KeyPrefix + "node"
+	runIDKey         = KeyPrefix + "node:run"
+	fencePrefix      = KeyPrefix + "fence:"
+	fencedPrefix     = KeyPrefix + "fenced:"
+	queuePrefix      = KeyPrefix + "queue:"
+	queueExpPrefix   = KeyPrefix + "queuex:"
+	queueGrantPrefix = KeyPrefix + "queueg:"
+	gonePrefix       = KeyPrefix + "gone:"
+	leaderPrefix     = KeyPrefix + "leader:"
+	releasedChannel  = KeyPrefix + "released"
 )
 
 // script runs a Lua script the way redis.Script.Run does (EVALSHA, then EVAL

@@ -55,10 +55,10 @@ type request struct {
 	// wall clock change with every attempt; attempt fills them in.
 	keyArg  any
 	ttlMs   any
-	acquire [18]any
-	// queue and queueExp are the keys of the waiting queue (the lock key
-	// when the Client has no fair queue).
-	queue, queueExp any
+	acquire [acquireArgs]any
+	// queue, queueExp and queueGrant are the keys of the waiting queue (the
+	// lock key when the Client has no fair queue).
+	queue, queueExp, queueGrant any
 	// gone is the key of the release's tombstone and goneMs how long it
 	// stays (the lock key and "0" without repair: no quarantine).
 	gone, goneMs any
@@ -66,18 +66,28 @@ type request struct {
 
 // Positions of the per-attempt values in request.acquire.
 const (
-	acquireToken  = 7  // ARGV[1]
-	acquireWall   = 9  // ARGV[3]
-	acquireWaiter = 14 // ARGV[8]
-	acquireTicket = 15 // ARGV[9]
+	acquireToken  = 8  // ARGV[1]
+	acquireWall   = 10 // ARGV[3]
+	acquireWaiter = 15 // ARGV[8]
+	acquireTicket = 16 // ARGV[9]
+	acquireGrant  = 19 // ARGV[12]
+	acquireArgs   = 20 // numkeys, 7 keys, 12 arguments
 )
 
 // waiter is an Acquire's place in the key's queue on the nodes: an id and a
 // ticket (the client's wall clock in µs when it first queued), the same on
 // every node, so that every node orders the waiters alike.
+//
+// grant is the token a release may set the key to for this waiter while it
+// leads the queue (see release.lua), registered by the attempt that started
+// at since; "" when it takes no grants. It is also the token of the
+// waiter's next attempt, which then finds the key its own where a release
+// granted it.
 type waiter struct {
 	id     string
 	ticket string
+	grant  string
+	since  time.Time
 }
 
 func newWaiter() *waiter {
@@ -120,7 +130,7 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 	if s.fencing {
 		r.acquire[2] = fencePrefix + key
 	}
-	r.queue, r.queueExp = r.keyArg, r.keyArg
+	r.queue, r.queueExp, r.queueGrant = r.keyArg, r.keyArg, r.keyArg
 	r.gone, r.goneMs = r.keyArg, argZero
 	if c.ns.quarantine > 0 {
 		// An extension sent before a release arrives within its request
@@ -128,23 +138,23 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 		r.gone, r.goneMs = gonePrefix+key, strconv.FormatInt(s.requestTimeout.Milliseconds(), 10)
 	}
 	if c.ns.fair {
-		// Both names in one string: one allocation instead of two.
-		both := queuePrefix + key + queueExpPrefix + key
-		q := len(queuePrefix) + len(key)
-		r.queue, r.queueExp = both[:q], both[q:]
+		// The three names in one string: one allocation instead of three.
+		all := queuePrefix + key + queueExpPrefix + key + queueGrantPrefix + key
+		q, x := len(queuePrefix)+len(key), len(queueExpPrefix)+len(key)
+		r.queue, r.queueExp, r.queueGrant = all[:q], all[q:q+x], all[q+x:]
 	}
-	r.acquire[5], r.acquire[6] = r.queue, r.queueExp
+	r.acquire[5], r.acquire[6], r.acquire[7] = r.queue, r.queueExp, r.queueGrant
 	return r, nil
 }
 
 // acquireTTLms is the position of the TTL in ms, as a string, in
 // request.acquire (ARGV[2]).
-const acquireTTLms = 8
+const acquireTTLms = 9
 
 // settingsArgs returns the acquisition script's arguments that depend on
-// the settings only, boxed; the key-dependent ones (positions 1, 2, 5, 6)
+// the settings only, boxed; the key-dependent ones (positions 1, 2, 5, 6, 7)
 // and the per-attempt ones are left for the request and the attempt.
-func settingsArgs(ns nodeSettings, s settings) [18]any {
+func settingsArgs(ns nodeSettings, s settings) [acquireArgs]any {
 	fenceFlag := "0"
 	if s.fencing {
 		fenceFlag = "1"
@@ -154,9 +164,9 @@ func settingsArgs(ns nodeSettings, s settings) [18]any {
 		fairFlag = "1"
 	}
 	return [...]any{
-		6, nil, nil, sentinelKey, runIDKey, nil, nil,
+		7, nil, nil, sentinelKey, runIDKey, nil, nil, nil,
 		nil, strconv.FormatInt(s.ttl.Milliseconds(), 10), nil, ns.maxSkew.Milliseconds(), ns.quarantine.Milliseconds(), fenceFlag,
-		s.requestTimeout.Milliseconds(), "", "0", s.ttl.Milliseconds(), fairFlag,
+		s.requestTimeout.Milliseconds(), "", "0", s.ttl.Milliseconds(), fairFlag, "",
 	}
 }
 
@@ -208,6 +218,9 @@ func (c *Client) attempt(ctx context.Context, req *request, token string, w *wai
 		l.waiter = w.id
 		// A node that granted took the waiter out of its queue; the others
 		// must too, or it would stay first there while it holds the lock.
+		// A release may have granted one of them the token this attempt
+		// registered for the next: that key goes too.
+		grant := w.grant
 		c.background(func() {
 			var left []int
 			for _, v := range round.Wait() {
@@ -216,7 +229,7 @@ func (c *Client) attempt(ctx context.Context, req *request, token string, w *wai
 				}
 			}
 			if len(left) > 0 {
-				c.dequeue(req, w.id, left, false).Wait()
+				c.dequeue(req, w.id, grant, left, false).Wait()
 			}
 		})
 	}
@@ -229,7 +242,7 @@ func (c *Client) startVotes(ctx context.Context, req *request, token string, w *
 	args := req.acquire
 	args[acquireToken], args[acquireWall] = token, time.Now().UnixMilli()
 	if w != nil && c.ns.fair {
-		args[acquireWaiter], args[acquireTicket] = w.id, w.ticket
+		args[acquireWaiter], args[acquireTicket], args[acquireGrant] = w.id, w.ticket, w.grant
 	}
 	acquire := acquireScript.calls(len(c.nodes), args[:]...)
 	c.bg.add(len(c.nodes))

@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type waker struct {
 	keys   map[string]map[*wakeup]struct{}
 	active bool
 	closed bool
+	// confirms counts the subscriptions confirmed (guarded by mu).
+	confirms int
 	ctx    context.Context // ends the listeners
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -51,6 +54,11 @@ type waker struct {
 // woke it first; without that it would sleep out its place's refresh, a
 // third of the TTL, and every waiter behind it too.
 //
+// A release that granted the key to the waiter names it "<id>+<token>"
+// (release.lua). The waiter counts, per node, the grants of the token it
+// registered last (grant), and only of that one: an attempt with an
+// earlier token may have failed and deleted the key it was granted.
+//
 // An observer of an election (watch) wakes at every announcement for its
 // key instead: each one may change who leads, and the observer reads the
 // nodes to find out.
@@ -63,6 +71,10 @@ type wakeup struct {
 	next  int           // the slot a new release takes
 	grace time.Duration
 	timer clock.Timer // armed once a node named it; guarded by waker.mu
+	// grant is the token whose grants count, and granted the nodes that
+	// announced one (guarded by waker.mu).
+	grant   string
+	granted []int
 }
 
 // heardCount is how many nodes announced the release of token.
@@ -190,7 +202,7 @@ func (w *waker) listen(n *node) {
 				token, rest, ok1 := strings.Cut(m.Payload, " ")
 				head, key, ok2 := strings.Cut(rest, " ")
 				if ok1 && ok2 {
-					w.deliver(key, token, head)
+					w.deliver(n.index, key, token, head)
 				}
 			}
 		}
@@ -215,15 +227,18 @@ func (w *waker) confirmed() {
 			wu.signal()
 		}
 	}
+	w.confirms++
 }
 
-// deliver counts an announcement of the release of token and wakes the
-// waiters of key once a majority announced it: the one named head, or all
-// of them when no queue named one.
-func (w *waker) deliver(key, token, head string) {
+// deliver counts an announcement by node i of the release of token and
+// wakes the waiters of key once a majority announced it: the one named
+// head, or all of them when no queue named one. The head named with a
+// granted token wakes as soon as a majority granted it that token.
+func (w *waker) deliver(i int, key, token, head string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	quorum := w.c.Quorum()
+	head, granted, _ := strings.Cut(head, "+")
 	for wu := range w.keys[key] {
 		if wu.watch {
 			wu.signal()
@@ -232,7 +247,12 @@ func (w *waker) deliver(key, token, head string) {
 		if head == leaderHead || (head != "" && head != wu.id) {
 			continue
 		}
-		if !wu.hear(token, quorum) {
+		grantQuorum := false
+		if granted != "" && granted == wu.grant && !slices.Contains(wu.granted, i) {
+			wu.granted = append(wu.granted, i)
+			grantQuorum = len(wu.granted) == quorum
+		}
+		if !wu.hear(token, quorum) && !grantQuorum {
 			if head == wu.id && wu.id != "" && wu.timer == nil && wu.grace > 0 {
 				wu.timer = w.c.clk.AfterFunc(wu.grace, func() { w.graceOver(wu) })
 			}
@@ -244,6 +264,24 @@ func (w *waker) deliver(key, token, head string) {
 		}
 		wu.signal()
 	}
+}
+
+// expect makes token the one whose grants wu counts from now on ("" for
+// none), forgetting the grants of the one before.
+func (w *waker) expect(wu *wakeup, token string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wu.grant, wu.granted = token, wu.granted[:0]
+}
+
+// grantedBy returns the nodes that announced a grant of token to wu.
+func (w *waker) grantedBy(wu *wakeup, token string) []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wu.grant != token {
+		return nil
+	}
+	return slices.Clone(wu.granted)
 }
 
 // graceOver wakes a waiter that a node named the next holder grace ago.

@@ -299,7 +299,7 @@ func (h unqueuedVotes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 // acquisitionWaiter is the waiter id argument of an acquisition script call.
-const acquisitionWaiter = 16
+const acquisitionWaiter = 17
 
 // A Client that already listens for releases takes its place in the queue
 // with its first attempt: an attempt without a place is refused wherever
@@ -391,11 +391,11 @@ func TestWakeupCountsInterleavedReleases(t *testing.T) {
 	c := newClient(t, tn)
 	wu := c.waker.register("key", "me", time.Hour)
 	defer c.waker.unregister(wu)
-	c.waker.deliver("key", "next", "me")
-	c.waker.deliver("key", "next", "me")
-	c.waker.deliver("key", "previous", "") // a lagging node, its queue empty
-	c.waker.deliver("key", "previous", "me")
-	c.waker.deliver("key", "next", "me") // the third of five
+	c.waker.deliver(0, "key", "next", "me")
+	c.waker.deliver(1, "key", "next", "me")
+	c.waker.deliver(2, "key", "previous", "") // a lagging node, its queue empty
+	c.waker.deliver(3, "key", "previous", "me")
+	c.waker.deliver(4, "key", "next", "me") // the third of five
 	select {
 	case <-wu.ch:
 	default:
@@ -414,8 +414,8 @@ func TestWakeupNamedByMinority(t *testing.T) {
 	const grace = 50 * time.Millisecond
 	wu := c.waker.register("key", "me", grace)
 	defer c.waker.unregister(wu)
-	c.waker.deliver("key", "release", "me")
-	c.waker.deliver("key", "release", "someone else")
+	c.waker.deliver(0, "key", "release", "me")
+	c.waker.deliver(1, "key", "release", "someone else")
 	select {
 	case <-wu.ch:
 		t.Fatal("woken by one announcement of five")

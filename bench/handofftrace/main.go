@@ -32,11 +32,13 @@ import (
 
 // Argument positions in an EVALSHA of the scripts (after "evalsha", hash).
 const (
-	acquireKeys   = "6" // acquire.lua's number of keys
-	releaseKeys   = "4" // release.lua's
-	acquireToken  = 9   // ARGV[1]
-	acquireWaiter = 16  // ARGV[8]
-	releaseToken  = 7   // ARGV[1]
+	acquireKeys   = "7" // acquire.lua's number of keys
+	acquireArgs   = 22  // and of arguments: evalsha, hash, numkeys, 7 keys, 12 ARGV
+	releaseKeys   = "7" // release.lua's
+	releaseArgs   = 16  // evalsha, hash, numkeys, 7 keys, 6 ARGV
+	acquireToken  = 10  // ARGV[1]
+	acquireWaiter = 17  // ARGV[8]
+	releaseToken  = 10  // ARGV[1]
 )
 
 type cmdEvent struct {
@@ -85,10 +87,12 @@ func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return next(ctx, cmd)
 		}
 		nk := fmt.Sprint(args[2])
-		if nk != acquireKeys && nk != releaseKeys {
+		acquire := nk == acquireKeys && len(args) == acquireArgs
+		release := nk == releaseKeys && len(args) == releaseArgs
+		if !acquire && !release {
 			return next(ctx, cmd)
 		}
-		e := cmdEvent{worker: h.worker, node: h.node, release: nk == releaseKeys, start: h.r.now()}
+		e := cmdEvent{worker: h.worker, node: h.node, release: release, start: h.r.now()}
 		err := next(ctx, cmd)
 		e.end = h.r.now()
 		if e.release {

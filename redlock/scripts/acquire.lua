@@ -12,14 +12,19 @@
 -- KEYS[6] queue entries'     ARGV[6] "1" to return the fence counter and the node time
 --         expiry (hash)      ARGV[7] how late a request may arrive in ms: a
 --                                    delayed request looks like a clock ahead
---         (callers without   ARGV[8] waiter id to register in the queue ("" for none)
---         a queue pass the   ARGV[9] the waiter's ticket: its place in the queue,
---         lock key again)            the same on every node
---                            ARGV[10] queue entry lifetime in ms, refreshed by each attempt
---                            ARGV[11] "1" to grant the key only to the queue's head
+-- KEYS[7] queue entries'     ARGV[8] waiter id to register in the queue ("" for none)
+--         grant tokens       ARGV[9] the waiter's ticket: its place in the queue,
+--         (hash)                     the same on every node
+--         (callers without   ARGV[10] queue entry lifetime in ms, refreshed by each attempt
+--         a queue pass the   ARGV[11] "1" to grant the key only to the queue's head
+--         lock key again)    ARGV[12] the token a release may set the key to for
+--                                    this waiter while it leads the queue ("" for none)
 --
 -- Returns {status, value, flags[, node time in µs]}:
---   { 1, counter}  granted; counter is the node's fence counter (0 unless asked)
+--   { 1, counter}  granted; counter is the node's fence counter (0 unless asked).
+--                  Also when the key already holds the token: a release
+--                  set it for this waiter (release.lua), and it now counts
+--                  a full TTL from this vote.
 --   { 0, pttl}     the key is held by another token for pttl more ms
 --   {-1, skew}     refused: node clock − caller clock is skew ms, beyond the bound
 --   {-2, left}     refused: the node's data is younger than the quarantine, left ms to go
@@ -96,11 +101,32 @@ if quarantine > 0 then
 	end
 end
 
--- The queue: a sorted set of waiter ids by ticket, and each entry's expiry.
--- A waiter that stops refreshing its entry (it died, gave up, or holds the
--- lock) drops out once the entry expires. Only the head may be granted the
--- key; a caller not in the queue only when it is empty.
 local me = ARGV[8]
+if ARGV[11] ~= '1' then
+	me = ''
+end
+
+-- Tokens are fresh for every attempt, so the key holds this one only when a
+-- release set it for this waiter (the token its previous attempt
+-- registered): the vote is this attempt's, and the TTL counts from now.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	if me ~= '' then
+		redis.call('ZREM', KEYS[5], me)
+		redis.call('HDEL', KEYS[6], me)
+		redis.call('HDEL', KEYS[7], me)
+	end
+	if fenced then
+		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
+	end
+	return reply(1, 0, flags)
+end
+
+-- The queue: a sorted set of waiter ids by ticket, each entry's expiry, and
+-- the token a release may grant it. A waiter that stops refreshing its entry
+-- (it died, gave up, or holds the lock) drops out once the entry expires.
+-- Only the head may be granted the key; a caller not in the queue only when
+-- it is empty.
 if ARGV[11] == '1' then
 	local life = tonumber(ARGV[10])
 	if me ~= '' then
@@ -108,6 +134,12 @@ if ARGV[11] == '1' then
 		redis.call('HSET', KEYS[6], me, now + life)
 		redis.call('PEXPIRE', KEYS[5], life)
 		redis.call('PEXPIRE', KEYS[6], life)
+		if ARGV[12] ~= '' then
+			redis.call('HSET', KEYS[7], me, ARGV[12] .. ' ' .. ARGV[2])
+			redis.call('PEXPIRE', KEYS[7], life)
+		else
+			redis.call('HDEL', KEYS[7], me)
+		end
 	end
 	local head
 	while true do
@@ -121,6 +153,7 @@ if ARGV[11] == '1' then
 		end
 		redis.call('ZREM', KEYS[5], first[1])
 		redis.call('HDEL', KEYS[6], first[1])
+		redis.call('HDEL', KEYS[7], first[1])
 	end
 	if head and head ~= me then
 		if me ~= '' then
@@ -134,6 +167,7 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 	if me ~= '' then
 		redis.call('ZREM', KEYS[5], me)
 		redis.call('HDEL', KEYS[6], me)
+		redis.call('HDEL', KEYS[7], me)
 	end
 	if fenced then
 		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)

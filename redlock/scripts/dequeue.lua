@@ -3,13 +3,17 @@
 -- ahead of the waiters behind it; or it gave up waiting.
 --
 -- KEYS[1] queue  KEYS[2] queue entries' expiry  KEYS[3] lock key
+-- KEYS[4] queue entries' grant tokens
 -- ARGV[1] waiter id  ARGV[2] channel to announce on ("" for none)
+-- ARGV[3] the waiter's grant token, when it gives up ("" for none)
 --
 -- A waiter that gives up may have been named the next holder by a release
 -- already: the waiters behind it heard that the turn is not theirs, and
--- sleep. So when it led the queue and the key is free, its removal is
--- announced like a release, "<waiter id> <new head> <lock key>": the id is
--- the same on every node, so the new head counts a majority of them.
+-- sleep. A release may even have granted it the key (release.lua), which it
+-- now deletes. So when it led the queue, or held the key, and the key is
+-- free, its removal is announced like a release, "<waiter id> <new head>
+-- <lock key>": the id is the same on every node, so the new head counts a
+-- majority of them.
 if redis.replicate_commands then
 	redis.replicate_commands() -- Redis < 5: allow writes after TIME
 end
@@ -30,8 +34,13 @@ local led = false
 if ARGV[2] ~= '' then
 	led = head() == ARGV[1]
 end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
+	redis.call('DEL', KEYS[3])
+	led = ARGV[2] ~= ''
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 if led and redis.call('EXISTS', KEYS[3]) == 0 then
 	redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. head() .. ' ' .. KEYS[3])
 end
