@@ -39,13 +39,13 @@ type Client struct {
 	// release script (a node grants the key to the queue's head only out of
 	// its quarantine).
 	quarantineMs any
-	clk         clock.Clock
-	log         *notes
-	queues      keyQueues
-	waker       *waker
-	keeper      *keeper
-	stats       counters
-	meters      *meters
+	clk          clock.Clock
+	log          *notes
+	queues       keyQueues
+	waker        *waker
+	keeper       *keeper
+	stats        counters
+	meters       *meters
 
 	idMu   sync.Mutex
 	runIDs map[string]int // server run id → node index, to find one server listed twice

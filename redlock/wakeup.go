@@ -28,11 +28,11 @@ type waker struct {
 	closed bool
 	// confirms counts the subscriptions confirmed (guarded by mu).
 	confirms int
-	ctx    context.Context // ends the listeners
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	errs   []error
+	ctx      context.Context // ends the listeners
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	errs     []error
 }
 
 // wakeup is one waiter's signal. Each node announces a release once it
