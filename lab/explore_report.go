@@ -55,7 +55,11 @@ func runVerdict(run ImplRun) string {
 	if len(v) > 0 {
 		s = "VIOLATED " + strings.Join(v, ", ")
 	}
-	s += fmt.Sprintf(" (%d acq, served %.0f%%)", run.Check.Acquisitions, 100*run.Check.Availability)
+	if run.Granted > 0 {
+		s += fmt.Sprintf(" (%d acq, %d granted, served %.0f%%)", run.Check.Acquisitions, run.Granted, 100*run.Check.Availability)
+	} else {
+		s += fmt.Sprintf(" (%d acq, served %.0f%%)", run.Check.Acquisitions, 100*run.Check.Availability)
+	}
 	if len(run.Errors) > 0 {
 		s += fmt.Sprintf(" [%d fault errors: %s]", len(run.Errors), run.Errors[0])
 	}

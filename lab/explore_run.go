@@ -50,6 +50,9 @@ type ImplRun struct {
 	// verdict then says so.
 	Errors  []string      `json:"errors,omitempty"`
 	Elapsed time.Duration `json:"elapsed_ns"`
+	// Granted counts the locks a release granted to a waiter (quorumlock,
+	// unfenced schedules): the histories that put the grant to the test.
+	Granted uint64 `json:"granted,omitempty"`
 }
 
 // explorer runs one schedule with one implementation on fresh nodes.
@@ -119,7 +122,7 @@ func runSchedule(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 		return out
 	}
 	defer cleanup()
-	e.run(ctx)
+	out.Granted = e.run(ctx)
 	out.History = e.rec.Finish(func(h *History) {
 		h.Clients = sched.Clients * workersPerClient
 		for _, f := range sched.Faults {
@@ -189,13 +192,21 @@ func newExplorer(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 	return e, cleanup, nil
 }
 
-func (e *explorer) run(ctx context.Context) {
+// run runs the schedule and returns how many locks releases granted.
+func (e *explorer) run(ctx context.Context) (granted uint64) {
 	lockers := make([]Locker, e.sched.Clients)
+	defer func() {
+		for _, l := range lockers {
+			if g, ok := l.(interface{ granted() uint64 }); ok {
+				granted += g.granted()
+			}
+		}
+	}()
 	for c := range lockers {
 		l, err := e.impl.New(e.views[c].Clients(), e.cfg)
 		if err != nil {
 			e.fail(err)
-			return
+			return 0
 		}
 		lockers[c] = l
 		e.mu.Lock()
@@ -227,6 +238,7 @@ func (e *explorer) run(ctx context.Context) {
 	e.awayDone.Wait()
 	close(stop)
 	mon.Wait()
+	return 0 // the deferred count fills it in
 }
 
 // workers returns the Workers of one key.

@@ -342,6 +342,37 @@ func TestExploreRunsEverySeedWithEveryImpl(t *testing.T) {
 	}
 }
 
+// TestExploreUnfencedSeedsGrant: odd seeds run the locks unfenced, so that
+// their histories hold locks a release granted to the queue's head, which
+// the checkers then judge. A run the host starved of locks runs again; the
+// property is that the explorer reaches the grant at all.
+func TestExploreUnfencedSeedsGrant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a schedule")
+	}
+	cfg := testExploreConfig(Quorumlock())
+	if s := Generate(1, cfg.genOptions()); !s.Unfenced || Generate(2, cfg.genOptions()).Unfenced {
+		t.Fatal("seed 1 must run unfenced and seed 2 fenced")
+	}
+	var runs []ImplRun
+	for try := 0; try < 3; try++ {
+		r := ExploreSeed(t.Context(), &cfg, 1)
+		run := r.Runs[0]
+		runs = append(runs, run)
+		if v := run.Check.Violations(); len(v) > 0 && !r.Schedule.Outside {
+			t.Fatalf("quorumlock violated inside the model, unfenced: %v\n%s", v, r.Schedule.Timeline())
+		}
+		if run.Granted > 0 {
+			t.Logf("%d of %d acquisitions granted by a release", run.Granted, run.Check.Acquisitions)
+			return
+		}
+	}
+	for _, run := range runs {
+		t.Logf("run: %d acquisitions, %d attempts, granted %d", run.Check.Acquisitions, run.Check.Attempts, run.Granted)
+	}
+	t.Fatal("no release granted a lock in three runs of an unfenced schedule")
+}
+
 // TestExploreFindsAPlantedDefect runs an implementation that repeats its
 // fence tokens: every seed must fail, be shrunk, and get a report.
 func TestExploreFindsAPlantedDefect(t *testing.T) {

@@ -125,5 +125,8 @@ func (k quorumlockKept) Lost() <-chan struct{} { return k.l.Done() }
 
 func (k quorumlockKept) Err() error { return k.l.Err() }
 
+// granted tells how many locks releases granted to this client's waiters.
+func (l quorumlockLocker) granted() uint64 { return l.c.Stats().Granted }
+
 // repaired tells how many lock keys this client's extensions set again.
 func (l quorumlockLocker) repaired() uint64 { return l.c.Stats().Repaired }
