@@ -3,7 +3,6 @@ package redlock
 import (
 	"context"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -185,18 +184,12 @@ func (a *acquisition) granted() *Lock {
 	c.stats.acquired.Add(1)
 	c.stats.granted.Add(1)
 	l := c.newLock(req, token, 0, until, nil)
+	// A node that did not grant (or whose grant was not heard yet) may
+	// still queue the waiter, first: no other waiter can win a majority
+	// there while this one holds one anyway, the release takes it out
+	// (holder), and it expires a TTL after the last attempt. Taking it out
+	// now would cost every hand-off a call to most nodes.
 	l.waiter = q.id
-	// The nodes that did not grant still queue the waiter.
-	var left []int
-	for i := range c.nodes {
-		if !slices.Contains(nodes, i) {
-			left = append(left, i)
-		}
-	}
-	if len(left) > 0 {
-		id := q.id
-		c.background(func() { c.dequeue(req, id, "", left, false).Wait() })
-	}
 	return l
 }
 
@@ -266,10 +259,26 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 	}
 	a.offerHandoff(rerr)
 	l, err := c.sleep(ctx, d, a.wake, a.offer)
-	if l == nil && err == nil {
-		l = a.granted()
+	if l != nil || err != nil {
+		return l, err
+	}
+	if l = a.granted(); l == nil && a.granting() {
+		// Some nodes granted, and the rest of the release is on its way:
+		// an attempt now would meet the holder's key where the release has
+		// not arrived yet, fail, and delete the grants it renewed. Wait
+		// for the other grants, as long as the release round may take.
+		if l, err = c.sleep(ctx, req.s.nodeTimeout, a.wake, a.offer); l == nil && err == nil {
+			l = a.granted()
+		}
 	}
 	return l, err
+}
+
+// granting reports whether some node announced a grant of the token this
+// waiter registered last.
+func (a *acquisition) granting() bool {
+	q := a.queued
+	return q != nil && a.wake != nil && q.grant != "" && len(a.c.waker.grantedBy(a.wake, q.grant)) > 0
 }
 
 // offerHandoff offers to take the lock over when the last attempt showed

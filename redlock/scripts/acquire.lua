@@ -106,11 +106,8 @@ if ARGV[11] ~= '1' then
 	me = ''
 end
 
--- Tokens are fresh for every attempt, so the key holds this one only when a
--- release set it for this waiter (the token its previous attempt
--- registered): the vote is this attempt's, and the TTL counts from now.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+-- The vote is yes: the waiter leaves the queue here.
+local function granted()
 	if me ~= '' then
 		redis.call('ZREM', KEYS[5], me)
 		redis.call('HDEL', KEYS[6], me)
@@ -120,6 +117,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
 	end
 	return reply(1, 0, flags)
+end
+
+-- Tokens are fresh for every attempt, so the key holds this one only when a
+-- release set it for this waiter (the token its previous attempt
+-- registered, see release.lua): the vote is this attempt's, and the TTL
+-- counts from now. Checked only where the vote would be refused, so that an
+-- uncontended attempt costs no read.
+local function mine()
+	if redis.call('GET', KEYS[1]) == ARGV[1] then
+		redis.call('PEXPIRE', KEYS[1], ARGV[2])
+		return true
+	end
+	return false
 end
 
 -- The queue: a sorted set of waiter ids by ticket, each entry's expiry, and
@@ -156,6 +166,9 @@ if ARGV[11] == '1' then
 		redis.call('HDEL', KEYS[7], first[1])
 	end
 	if head and head ~= me then
+		if mine() then
+			return granted()
+		end
 		if me ~= '' then
 			return reply(-4, redis.call('ZRANK', KEYS[5], me), flags)
 		end
@@ -163,15 +176,7 @@ if ARGV[11] == '1' then
 	end
 end
 
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	if me ~= '' then
-		redis.call('ZREM', KEYS[5], me)
-		redis.call('HDEL', KEYS[6], me)
-		redis.call('HDEL', KEYS[7], me)
-	end
-	if fenced then
-		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
-	end
-	return reply(1, 0, flags)
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or mine() then
+	return granted()
 end
 return reply(0, redis.call('PTTL', KEYS[1]), flags)

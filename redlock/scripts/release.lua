@@ -34,17 +34,21 @@
 if redis.replicate_commands then
 	redis.replicate_commands() -- Redis < 5: allow writes after TIME
 end
+-- The holder leaves the queue on every node, also where its key is not:
+-- a node that did not grant it the key (or whose grant it did not wait
+-- for) still queues it, and a release arriving there late must not grant
+-- the key to a holder that is gone.
+if ARGV[4] ~= '' then
+	redis.call('ZREM', KEYS[2], ARGV[4])
+	redis.call('HDEL', KEYS[3], ARGV[4])
+	redis.call('HDEL', KEYS[5], ARGV[4])
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
 redis.call('DEL', KEYS[1])
 if ARGV[5] ~= '0' then
 	redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[5])
-end
-if ARGV[4] ~= '' then
-	redis.call('ZREM', KEYS[2], ARGV[4])
-	redis.call('HDEL', KEYS[3], ARGV[4])
-	redis.call('HDEL', KEYS[5], ARGV[4])
 end
 if ARGV[2] == '' then
 	return 1
