@@ -66,6 +66,12 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 	}
 	defer c.calls.done()
 	leave, err := c.queues.enter(ctx, c.done, key)
+	if err == nil {
+		// A holder handed the lock over leaves the nodes' queue first.
+		if err = c.await(ctx, c.queues.settling(key), req.s.nodeTimeout); err != nil {
+			leave()
+		}
+	}
 	if err != nil {
 		return nil, &RoundError{Op: "acquire", Key: key, Needed: c.Quorum(), Reason: err, detail: "while waiting behind this Client's other waiters"}
 	}
@@ -179,7 +185,7 @@ func (a *acquisition) granted() *Lock {
 		return nil
 	}
 	token := q.grant
-	q.grant = ""
+	q.grant, a.used = "", token
 	c.waker.expect(a.wake, "")
 	c.stats.acquired.Add(1)
 	c.stats.granted.Add(1)
@@ -193,18 +199,22 @@ func (a *acquisition) granted() *Lock {
 	return l
 }
 
-// dropGrant gives up the token this waiter registered for grants when it
-// got the lock handed over within the Client: a key a release granted it
-// meanwhile would block everyone else for a TTL. (A lock of its own attempt
-// takes it out of the queue where the attempt was refused, see attempt.)
-func (a *acquisition) dropGrant(l *Lock) {
+// leaveQueue takes a waiter that got the lock handed over within the
+// Client out of the key's queue on every node, with a key a release granted
+// it meanwhile (that key would block everyone else for a TTL): it would stay
+// first there while it holds the lock, and the attempt of this Client's
+// next waiter, finding it first, would not offer itself for the next
+// hand-over; that attempt waits until this is done (keyQueues.settle). A
+// lock of its own attempt, or granted, took it out of the queue already
+// (see attempt and granted).
+func (a *acquisition) leaveQueue(l *Lock) {
 	q, c := a.queued, a.c
-	if q == nil || q.grant == "" || l.token == a.used {
+	if q == nil || l.token == a.used {
 		return
 	}
-	req, id, grant := a.req, q.id, q.grant
+	grant := q.grant
 	q.grant = ""
-	c.background(func() { c.dequeue(req, id, grant, nil, true).Wait() })
+	c.queues.settle(a.req.key, c.dequeue(a.req, q.id, grant, nil, true).Done())
 }
 
 // queueAtOnce gives the first attempt a place in the key's queue when the
@@ -318,7 +328,7 @@ func (a *acquisition) done(l *Lock) (*Lock, error) {
 		return a.doneDefect6(l)
 	}
 	a.stop()
-	a.dropGrant(l)
+	a.leaveQueue(l)
 	if a.c.isClosed() {
 		l.abandon()
 		return nil, a.c.closedError(a.req)

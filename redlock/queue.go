@@ -24,6 +24,10 @@ type keyQueues struct {
 type keyQueue struct {
 	waiters []chan struct{} // FIFO; the head owns the turn when closed
 	ready   *handoff        // the contender that can take the lock over
+	// settled is closed once the holder that took the lock over has left
+	// the nodes' queue: the next contender's attempt would find it first
+	// there before, and not offer itself for the next hand-over.
+	settled <-chan struct{}
 }
 
 // handoff is a contender's offer to take the lock over.
@@ -94,6 +98,30 @@ func (q *keyQueues) leaver(key string) func() {
 			close(next)
 		})
 	}
+}
+
+// settle records that the key's holder leaves the nodes' queue until done
+// is closed. The caller holds the key's turn.
+func (q *keyQueues) settle(key string, done <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if kq := q.m[key]; kq != nil {
+		kq.settled = done
+	}
+}
+
+// settling returns what settle recorded for key (nil: nothing to wait for)
+// and forgets it. The caller holds the key's turn.
+func (q *keyQueues) settling(key string) <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kq := q.m[key]
+	if kq == nil {
+		return nil
+	}
+	done := kq.settled
+	kq.settled = nil
+	return done
 }
 
 // offer makes h the key's contender ready to take the lock over, until
