@@ -132,12 +132,15 @@ func (a *acquisition) leave(rerr *RoundError) {
 	if a.queued == nil || c.isClosed() {
 		return
 	}
-	req, id, grant, cleanup := a.req, a.queued.id, a.queued.grant, rerr.cleanup
+	// The last attempt's token was registered by the attempt before: a
+	// release may have granted it, where the attempt did not delete it
+	// (it never reached the nodes: it gave up waiting for admission).
+	req, id, grant, used, cleanup := a.req, a.queued.id, a.queued.grant, a.used, rerr.cleanup
 	c.background(func() {
 		if cleanup != nil {
 			<-cleanup // bounded: each of those calls by its request timeout
 		}
-		c.dequeue(req, id, grant, nil, true).Wait()
+		c.dequeue(req, id, grant, used, nil, true).Wait()
 	})
 }
 
@@ -214,7 +217,7 @@ func (a *acquisition) leaveQueue(l *Lock) {
 	}
 	grant := q.grant
 	q.grant = ""
-	c.queues.settle(a.req.key, c.dequeue(a.req, q.id, grant, nil, true).Done())
+	c.queues.settle(a.req.key, c.dequeue(a.req, q.id, grant, "", nil, true).Done())
 }
 
 // queueAtOnce gives the first attempt a place in the key's queue when the

@@ -81,9 +81,10 @@ func TestBootstrapNeverHidesRestart(t *testing.T) {
 	} else {
 		_ = l.Release(bg())
 		// Release returns once a majority deleted; the last delete may
-		// still be on its way, and a key left on node 2 would answer for
-		// node 0 below.
-		waitFor(t, func() bool { return len(tn.holders("k", l.Token())) == 0 })
+		// still be on its way (after a vote that was still on its way when
+		// the lock was returned), and a key left on node 2 would answer for
+		// node 0 below. So every call of the Client has returned first.
+		waitFor(t, func() bool { return c.bg.n.Load() == 0 && len(tn.holders("k", l.Token())) == 0 })
 	}
 	tn.mr[0].FlushAll() // node 0 restarts empty
 	if err := c.Bootstrap(bg()); err != nil {

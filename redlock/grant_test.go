@@ -218,7 +218,7 @@ func TestGiveUpDeletesGrantedKey(t *testing.T) {
 	if _, err := ps.Receive(bg()); err != nil {
 		t.Fatal(err)
 	}
-	c.dequeue(req, "waiter", "granted-token", nil, true).Wait()
+	c.dequeue(req, "waiter", "granted-token", "", nil, true).Wait()
 	if on := tn.holders("given", "granted-token"); len(on) != 0 {
 		t.Fatalf("the granted key is still on nodes %v", on)
 	}
@@ -235,7 +235,7 @@ func TestGiveUpDeletesGrantedKey(t *testing.T) {
 	for _, mr := range tn.mr {
 		_ = mr.Set("given", "someone-else")
 	}
-	c.dequeue(req, "waiter", "granted-token", nil, true).Wait()
+	c.dequeue(req, "waiter", "granted-token", "", nil, true).Wait()
 	if on := tn.holders("given", "someone-else"); len(on) != 3 {
 		t.Fatalf("another holder's key is on nodes %v only after the dequeue", on)
 	}

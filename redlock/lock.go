@@ -248,7 +248,7 @@ func (l *Lock) handOver() bool {
 	l.c.stats.released.Add(1)
 	l.c.stats.handedOff.Add(1)
 	if l.waiter != "" {
-		l.c.dequeue(l.req, l.waiter, "", nil, false) // this holder's place in the queue goes
+		l.c.dequeue(l.req, l.waiter, "", "", nil, false) // this holder's place in the queue goes
 	}
 	return true
 }
@@ -256,9 +256,10 @@ func (l *Lock) handOver() bool {
 // dequeue takes a waiter out of the key's queue on the given nodes (all when
 // nil), in the background. announce asks the nodes where it led the queue
 // and the key is free to say so, waking the next waiter (see dequeue.lua).
-// grant is the waiter's grant token: a key a release set to it is deleted
-// ("" when the waiter holds the lock with that token, or takes no grants).
-func (c *Client) dequeue(req *request, id, grant string, nodes []int, announce bool) *quorum.Round[struct{}] {
+// grant is the waiter's grant token, used the token of its last attempt
+// (given up): a key a release set to either is deleted ("" for none; never
+// the token of a lock the waiter holds).
+func (c *Client) dequeue(req *request, id, grant, used string, nodes []int, announce bool) *quorum.Round[struct{}] {
 	if nodes == nil {
 		nodes = make([]int, len(c.nodes))
 		for i := range nodes {
@@ -269,7 +270,7 @@ func (c *Client) dequeue(req *request, id, grant string, nodes []int, announce b
 	if announce && c.ns.wakeup {
 		channel = argReleased
 	}
-	deq := dequeueScript.calls(len(nodes), 4, req.queue, req.queueExp, req.keyArg, req.queueGrant, id, channel, grant)
+	deq := dequeueScript.calls(len(nodes), 4, req.queue, req.queueExp, req.keyArg, req.queueGrant, id, channel, grant, used)
 	c.bg.add(len(nodes))
 	return quorum.Start(context.Background(), len(nodes), req.bounds(), func(ctx context.Context, j int) (struct{}, bool, error) {
 		defer c.bg.done()

@@ -29,6 +29,18 @@ type serverFacts struct {
 // as another node, a Redis too old for the scripts, an ACL without INFO.
 // Misconfigurations that do not make a vote wrong (an eviction policy that
 // may drop lock keys under memory pressure) are logged once.
+// fit reports whether n was probed and found fit to vote: a grant
+// announced on a node that does not vote (the same server listed twice, a
+// cluster client) must not count, or one server's grant would count twice.
+func (n *node) fit() bool {
+	if !n.probed.Load() {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fatal == nil
+}
+
 func (c *Client) ready(ctx context.Context, n *node) error {
 	if n.probed.Load() {
 		n.mu.Lock()

@@ -51,8 +51,9 @@ var (
 //	quorumlock:fence:<key>    per node: the key's fence counter
 //	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
 //	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
-//	quorumlock:queueg:<key>   per node: the token and TTL a release may grant
-//	                          each waiter (hash: "<token> <ttl ms>")
+//	quorumlock:queueg:<key>   per node: the token a release may grant each
+//	                          waiter, its TTL and restart quarantine (hash:
+//	                          "<token> <ttl ms> <quarantine ms>")
 //	quorumlock:gone:<key>     per node: the token a release just deleted, for a
 //	                          request timeout, so that an extension sent
 //	                          before the release does not set the key again

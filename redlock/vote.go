@@ -229,7 +229,7 @@ func (c *Client) attempt(ctx context.Context, req *request, token string, w *wai
 				}
 			}
 			if len(left) > 0 {
-				c.dequeue(req, w.id, grant, left, false).Wait()
+				c.dequeue(req, w.id, grant, "", left, false).Wait()
 			}
 		})
 	}

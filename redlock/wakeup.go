@@ -248,7 +248,7 @@ func (w *waker) deliver(i int, key, token, head string) {
 			continue
 		}
 		grantQuorum := false
-		if granted != "" && granted == wu.grant && !slices.Contains(wu.granted, i) {
+		if granted != "" && granted == wu.grant && !slices.Contains(wu.granted, i) && w.c.nodes[i].fit() {
 			wu.granted = append(wu.granted, i)
 			grantQuorum = len(wu.granted) == quorum
 		}

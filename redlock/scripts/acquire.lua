@@ -18,7 +18,8 @@
 --         (callers without   ARGV[10] queue entry lifetime in ms, refreshed by each attempt
 --         a queue pass the   ARGV[11] "1" to grant the key only to the queue's head
 --         lock key again)    ARGV[12] the token a release may set the key to for
---                                    this waiter while it leads the queue ("" for none)
+--                                    this waiter while it leads the queue ("" for none),
+--                                    registered with the TTL and the quarantine
 --
 -- Returns {status, value, flags[, node time in µs]}:
 --   { 1, counter}  granted; counter is the node's fence counter (0 unless asked).
@@ -145,7 +146,7 @@ if ARGV[11] == '1' then
 		redis.call('PEXPIRE', KEYS[5], life)
 		redis.call('PEXPIRE', KEYS[6], life)
 		if ARGV[12] ~= '' then
-			redis.call('HSET', KEYS[7], me, ARGV[12] .. ' ' .. ARGV[2])
+			redis.call('HSET', KEYS[7], me, ARGV[12] .. ' ' .. ARGV[2] .. ' ' .. ARGV[5])
 			redis.call('PEXPIRE', KEYS[7], life)
 		else
 			redis.call('HDEL', KEYS[7], me)

@@ -6,6 +6,9 @@
 -- KEYS[4] queue entries' grant tokens
 -- ARGV[1] waiter id  ARGV[2] channel to announce on ("" for none)
 -- ARGV[3] the waiter's grant token, when it gives up ("" for none)
+-- ARGV[4] the token of its last attempt, when it gives up ("" for none):
+--         registered by the attempt before, it may have been granted too
+--         when that attempt never reached the nodes
 --
 -- A waiter that gives up may have been named the next holder by a release
 -- already: the waiters behind it heard that the turn is not theirs, and
@@ -34,7 +37,8 @@ local led = false
 if ARGV[2] ~= '' then
 	led = head() == ARGV[1]
 end
-if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
+local cur = redis.call('GET', KEYS[3])
+if cur and (cur == ARGV[3] or cur == ARGV[4]) and cur ~= '' then
 	redis.call('DEL', KEYS[3])
 	led = ARGV[2] ~= ''
 end

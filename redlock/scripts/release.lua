@@ -67,11 +67,13 @@ if ARGV[3] == '1' then
 		end
 	end
 
-	-- Whether this node votes now: the restart quarantine as acquire.lua
-	-- checks it, without recording anything (a node that must record a
-	-- new run id or a lost sentinel votes at the next attempt instead).
-	local function votes()
-		local quarantine = tonumber(ARGV[6])
+	-- Whether this node votes now for a waiter whose quarantine is q: the
+	-- restart quarantine as acquire.lua checks it, the longer of the
+	-- waiter's and this release's, without recording anything (a node that
+	-- must record a new run id or a lost sentinel votes at the next attempt
+	-- instead).
+	local function votes(q)
+		local quarantine = math.max(tonumber(ARGV[6]), tonumber(q) or 0)
 		if quarantine == 0 then
 			return true
 		end
@@ -90,8 +92,8 @@ if ARGV[3] == '1' then
 
 	local grant = head ~= '' and redis.call('HGET', KEYS[5], head)
 	if grant then
-		local token, ttl = string.match(grant, '^(%S+) (%d+)$')
-		if token and votes() then
+		local token, ttl, q = string.match(grant, '^(%S+) (%d+) ?(%d*)$')
+		if token and votes(q) then
 			redis.call('SET', KEYS[1], token, 'PX', ttl)
 			redis.call('ZREM', KEYS[2], head)
 			redis.call('HDEL', KEYS[3], head)
