@@ -17,7 +17,7 @@ func (tn *testNodes) grantToken(i int, key string) string {
 	if err != nil || len(ids) == 0 {
 		return ""
 	}
-	v := tn.mr[i].HGet(queueGrantPrefix+key, ids[0])
+	v := tn.mr[i].HGet(queueExpPrefix+key, "g:"+ids[0])
 	token, _, _ := strings.Cut(v, " ")
 	return token
 }

@@ -270,7 +270,7 @@ func (c *Client) dequeue(req *request, id, grant, used string, nodes []int, anno
 	if announce && c.ns.wakeup {
 		channel = argReleased
 	}
-	deq := dequeueScript.calls(len(nodes), 4, req.queue, req.queueExp, req.keyArg, req.queueGrant, id, channel, grant, used)
+	deq := dequeueScript.calls(len(nodes), 3, req.queue, req.queueExp, req.keyArg, id, channel, grant, used)
 	c.bg.add(len(nodes))
 	return quorum.Start(context.Background(), len(nodes), req.bounds(), func(ctx context.Context, j int) (struct{}, bool, error) {
 		defer c.bg.done()

@@ -60,15 +60,15 @@ func (h downHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// isAcquisition reports an EVAL/EVALSHA with the seven keys of acquire.lua.
+// isAcquisition reports an EVAL/EVALSHA with the six keys of acquire.lua.
 func isAcquisition(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	// The release script has seven keys too, and fewer arguments.
-	return len(args) == 2+acquireArgs && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "7"
+	// The release script has six keys too, and fewer arguments.
+	return len(args) == 2+acquireArgs && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && fmt.Sprint(args[2]) == "6"
 }
 
 // acquisitionToken is the token argument of an acquisition script call.
-const acquisitionToken = 10
+const acquisitionToken = 9
 
 // ProcessPipelineHook treats a pipeline as its commands: a down node fails
 // it, a stalled one answers nothing, an acquisition in it fails while its

@@ -113,7 +113,7 @@ func (c *Client) startRelease(req *request, a releaseArgs, nodes []int, until ti
 	if until.IsZero() {
 		until = c.clk.Now().Add(req.s.ttl)
 	}
-	del := releaseScript.calls(len(nodes), 7, req.keyArg, req.queue, req.queueExp, req.gone, req.queueGrant, sentinelKey, runIDKey,
+	del := releaseScript.calls(len(nodes), 6, req.keyArg, req.queue, req.queueExp, req.gone, sentinelKey, runIDKey,
 		a.token, a.channel, a.head, a.holder, req.goneMs, c.quarantineMs)
 	c.bg.add(len(nodes))
 	return quorum.StartNeed(context.Background(), len(nodes), c.Quorum(), req.bounds(), func(ctx context.Context, j int) (bool, bool, error) {

@@ -50,9 +50,9 @@ var (
 //	quorumlock:node:run       per node: run id of the server process that wrote it
 //	quorumlock:fence:<key>    per node: the key's fence counter
 //	quorumlock:queue:<key>    per node: the key's waiters by ticket (sorted set)
-//	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash)
-//	quorumlock:queueg:<key>   per node: the token a release may grant each
-//	                          waiter, its TTL and restart quarantine (hash:
+//	quorumlock:queuex:<key>   per node: when each waiter's entry expires (hash:
+//	                          id → expiry), and the token a release may grant
+//	                          it, its TTL and restart quarantine ("g:<id>" →
 //	                          "<token> <ttl ms> <quarantine ms>")
 //	quorumlock:gone:<key>     per node: the token a release just deleted, for a
 //	                          request timeout, so that an extension sent
@@ -70,16 +70,15 @@ var (
 const KeyPrefix = "quorumlock:"
 
 const (
-	sentinelKey      = KeyPrefix + "node"
-	runIDKey         = KeyPrefix + "node:run"
-	fencePrefix      = KeyPrefix + "fence:"
-	fencedPrefix     = KeyPrefix + "fenced:"
-	queuePrefix      = KeyPrefix + "queue:"
-	queueExpPrefix   = KeyPrefix + "queuex:"
-	queueGrantPrefix = KeyPrefix + "queueg:"
-	gonePrefix       = KeyPrefix + "gone:"
-	leaderPrefix     = KeyPrefix + "leader:"
-	releasedChannel  = KeyPrefix + "released"
+	sentinelKey     = KeyPrefix + "node"
+	runIDKey        = KeyPrefix + "node:run"
+	fencePrefix     = KeyPrefix + "fence:"
+	fencedPrefix    = KeyPrefix + "fenced:"
+	queuePrefix     = KeyPrefix + "queue:"
+	queueExpPrefix  = KeyPrefix + "queuex:"
+	gonePrefix      = KeyPrefix + "gone:"
+	leaderPrefix    = KeyPrefix + "leader:"
+	releasedChannel = KeyPrefix + "released"
 )
 
 // script runs a Lua script the way redis.Script.Run does (EVALSHA, then EVAL

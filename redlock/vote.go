@@ -56,9 +56,9 @@ type request struct {
 	keyArg  any
 	ttlMs   any
 	acquire [acquireArgs]any
-	// queue, queueExp and queueGrant are the keys of the waiting queue (the
-	// lock key when the Client has no fair queue).
-	queue, queueExp, queueGrant any
+	// queue and queueExp are the keys of the waiting queue (the lock key
+	// when the Client has no fair queue).
+	queue, queueExp any
 	// gone is the key of the release's tombstone and goneMs how long it
 	// stays (the lock key and "0" without repair: no quarantine).
 	gone, goneMs any
@@ -66,12 +66,12 @@ type request struct {
 
 // Positions of the per-attempt values in request.acquire.
 const (
-	acquireToken  = 8  // ARGV[1]
-	acquireWall   = 10 // ARGV[3]
-	acquireWaiter = 15 // ARGV[8]
-	acquireTicket = 16 // ARGV[9]
-	acquireGrant  = 19 // ARGV[12]
-	acquireArgs   = 20 // numkeys, 7 keys, 12 arguments
+	acquireToken  = 7  // ARGV[1]
+	acquireWall   = 9  // ARGV[3]
+	acquireWaiter = 14 // ARGV[8]
+	acquireTicket = 15 // ARGV[9]
+	acquireGrant  = 18 // ARGV[12]
+	acquireArgs   = 19 // numkeys, 6 keys, 12 arguments
 )
 
 // waiter is an Acquire's place in the key's queue on the nodes: an id and a
@@ -130,7 +130,7 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 	if s.fencing {
 		r.acquire[2] = fencePrefix + key
 	}
-	r.queue, r.queueExp, r.queueGrant = r.keyArg, r.keyArg, r.keyArg
+	r.queue, r.queueExp = r.keyArg, r.keyArg
 	r.gone, r.goneMs = r.keyArg, argZero
 	if c.ns.quarantine > 0 {
 		// An extension sent before a release arrives within its request
@@ -138,21 +138,21 @@ func (c *Client) newRequest(key string, opts []LockOption) (*request, error) {
 		r.gone, r.goneMs = gonePrefix+key, strconv.FormatInt(s.requestTimeout.Milliseconds(), 10)
 	}
 	if c.ns.fair {
-		// The three names in one string: one allocation instead of three.
-		all := queuePrefix + key + queueExpPrefix + key + queueGrantPrefix + key
-		q, x := len(queuePrefix)+len(key), len(queueExpPrefix)+len(key)
-		r.queue, r.queueExp, r.queueGrant = all[:q], all[q:q+x], all[q+x:]
+		// Both names in one string: one allocation instead of two.
+		both := queuePrefix + key + queueExpPrefix + key
+		q := len(queuePrefix) + len(key)
+		r.queue, r.queueExp = both[:q], both[q:]
 	}
-	r.acquire[5], r.acquire[6], r.acquire[7] = r.queue, r.queueExp, r.queueGrant
+	r.acquire[5], r.acquire[6] = r.queue, r.queueExp
 	return r, nil
 }
 
 // acquireTTLms is the position of the TTL in ms, as a string, in
 // request.acquire (ARGV[2]).
-const acquireTTLms = 9
+const acquireTTLms = 8
 
 // settingsArgs returns the acquisition script's arguments that depend on
-// the settings only, boxed; the key-dependent ones (positions 1, 2, 5, 6, 7)
+// the settings only, boxed; the key-dependent ones (positions 1, 2, 5, 6)
 // and the per-attempt ones are left for the request and the attempt.
 func settingsArgs(ns nodeSettings, s settings) [acquireArgs]any {
 	fenceFlag := "0"
@@ -164,7 +164,7 @@ func settingsArgs(ns nodeSettings, s settings) [acquireArgs]any {
 		fairFlag = "1"
 	}
 	return [...]any{
-		7, nil, nil, sentinelKey, runIDKey, nil, nil, nil,
+		6, nil, nil, sentinelKey, runIDKey, nil, nil,
 		nil, strconv.FormatInt(s.ttl.Milliseconds(), 10), nil, ns.maxSkew.Milliseconds(), ns.quarantine.Milliseconds(), fenceFlag,
 		s.requestTimeout.Milliseconds(), "", "0", s.ttl.Milliseconds(), fairFlag, "",
 	}

@@ -299,7 +299,7 @@ func (h unqueuedVotes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 // acquisitionWaiter is the waiter id argument of an acquisition script call.
-const acquisitionWaiter = 17
+const acquisitionWaiter = 16
 
 // A Client that already listens for releases takes its place in the queue
 // with its first attempt: an attempt without a place is refused wherever

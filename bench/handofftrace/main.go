@@ -32,13 +32,13 @@ import (
 
 // Argument positions in an EVALSHA of the scripts (after "evalsha", hash).
 const (
-	acquireKeys   = "7" // acquire.lua's number of keys
-	acquireArgs   = 22  // and of arguments: evalsha, hash, numkeys, 7 keys, 12 ARGV
-	releaseKeys   = "7" // release.lua's
-	releaseArgs   = 16  // evalsha, hash, numkeys, 7 keys, 6 ARGV
-	acquireToken  = 10  // ARGV[1]
-	acquireWaiter = 17  // ARGV[8]
-	releaseToken  = 10  // ARGV[1]
+	acquireKeys   = "6" // acquire.lua's number of keys
+	acquireArgs   = 21  // and of arguments: evalsha, hash, numkeys, 6 keys, 12 ARGV
+	releaseKeys   = "6" // release.lua's
+	releaseArgs   = 15  // evalsha, hash, numkeys, 6 keys, 6 ARGV
+	acquireToken  = 9   // ARGV[1]
+	acquireWaiter = 16  // ARGV[8]
+	releaseToken  = 9   // ARGV[1]
 )
 
 type cmdEvent struct {

@@ -10,14 +10,14 @@
 -- KEYS[4] node run id key    ARGV[4] largest clock skew allowed in ms (0: no check)
 -- KEYS[5] queue (sorted set) ARGV[5] restart quarantine in ms (0: no check)
 -- KEYS[6] queue entries'     ARGV[6] "1" to return the fence counter and the node time
---         expiry (hash)      ARGV[7] how late a request may arrive in ms: a
---                                    delayed request looks like a clock ahead
--- KEYS[7] queue entries'     ARGV[8] waiter id to register in the queue ("" for none)
---         grant tokens       ARGV[9] the waiter's ticket: its place in the queue,
---         (hash)                     the same on every node
---         (callers without   ARGV[10] queue entry lifetime in ms, refreshed by each attempt
---         a queue pass the   ARGV[11] "1" to grant the key only to the queue's head
---         lock key again)    ARGV[12] the token a release may set the key to for
+--         expiry (hash;      ARGV[7] how late a request may arrive in ms: a
+--         field "g:<id>":            delayed request looks like a clock ahead
+--         the entry's grant  ARGV[8] waiter id to register in the queue ("" for none)
+--         token)             ARGV[9] the waiter's ticket: its place in the queue,
+--         (callers without           the same on every node
+--         a queue pass the   ARGV[10] queue entry lifetime in ms, refreshed by each attempt
+--         lock key again)    ARGV[11] "1" to grant the key only to the queue's head
+--                            ARGV[12] the token a release may set the key to for
 --                                    this waiter while it leads the queue ("" for none),
 --                                    registered with the TTL and the quarantine
 --
@@ -111,8 +111,7 @@ end
 local function granted()
 	if me ~= '' then
 		redis.call('ZREM', KEYS[5], me)
-		redis.call('HDEL', KEYS[6], me)
-		redis.call('HDEL', KEYS[7], me)
+		redis.call('HDEL', KEYS[6], me, 'g:' .. me)
 	end
 	if fenced then
 		return reply(1, tonumber(redis.call('GET', KEYS[2]) or '0'), flags)
@@ -146,10 +145,9 @@ if ARGV[11] == '1' then
 		redis.call('PEXPIRE', KEYS[5], life)
 		redis.call('PEXPIRE', KEYS[6], life)
 		if ARGV[12] ~= '' then
-			redis.call('HSET', KEYS[7], me, ARGV[12] .. ' ' .. ARGV[2] .. ' ' .. ARGV[5])
-			redis.call('PEXPIRE', KEYS[7], life)
+			redis.call('HSET', KEYS[6], 'g:' .. me, ARGV[12] .. ' ' .. ARGV[2] .. ' ' .. ARGV[5])
 		else
-			redis.call('HDEL', KEYS[7], me)
+			redis.call('HDEL', KEYS[6], 'g:' .. me)
 		end
 	end
 	local head
@@ -163,8 +161,7 @@ if ARGV[11] == '1' then
 			break
 		end
 		redis.call('ZREM', KEYS[5], first[1])
-		redis.call('HDEL', KEYS[6], first[1])
-		redis.call('HDEL', KEYS[7], first[1])
+		redis.call('HDEL', KEYS[6], first[1], 'g:' .. first[1])
 	end
 	if head and head ~= me then
 		if mine() then

@@ -2,8 +2,7 @@
 -- the previous holder of its Client without a round trip, and must not stay
 -- ahead of the waiters behind it; or it gave up waiting.
 --
--- KEYS[1] queue  KEYS[2] queue entries' expiry  KEYS[3] lock key
--- KEYS[4] queue entries' grant tokens
+-- KEYS[1] queue  KEYS[2] queue entries' expiry and grant tokens  KEYS[3] lock key
 -- ARGV[1] waiter id  ARGV[2] channel to announce on ("" for none)
 -- ARGV[3] the waiter's grant token, when it gives up ("" for none)
 -- ARGV[4] the token of its last attempt, when it gives up ("" for none):
@@ -43,8 +42,7 @@ if cur and (cur == ARGV[3] or cur == ARGV[4]) and cur ~= '' then
 	led = ARGV[2] ~= ''
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1], 'g:' .. ARGV[1])
 if led and redis.call('EXISTS', KEYS[3]) == 0 then
 	redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. head() .. ' ' .. KEYS[3])
 end

@@ -5,14 +5,13 @@
 -- KEYS[2] queue       ARGV[2] channel to announce the release on ("" for none)
 -- KEYS[3] queue       ARGV[3] "1" to name the queue's head in the announcement
 --         entries'            and grant it the key
---         expiry      ARGV[4] the holder's own waiter id, to take out of the
---                             queue ("" for none)
+--         expiry and  ARGV[4] the holder's own waiter id, to take out of the
+--         grant tokens        queue ("" for none)
 --         (callers without a queue pass the lock key again)
 -- KEYS[4] tombstone   ARGV[5] how long to keep it in ms ("0": none; the
 --                             callers without one pass the lock key again)
--- KEYS[5] queue entries' grant tokens (hash)
--- KEYS[6] node sentinel key   ARGV[6] restart quarantine in ms (0: no check)
--- KEYS[7] node run id key
+-- KEYS[5] node sentinel key   ARGV[6] restart quarantine in ms (0: no check)
+-- KEYS[6] node run id key
 --
 -- The tombstone records the released token for as long as an extension sent
 -- before the release may still arrive: such an extension must not repair
@@ -40,8 +39,7 @@ end
 -- the key to a holder that is gone.
 if ARGV[4] ~= '' then
 	redis.call('ZREM', KEYS[2], ARGV[4])
-	redis.call('HDEL', KEYS[3], ARGV[4])
-	redis.call('HDEL', KEYS[5], ARGV[4])
+	redis.call('HDEL', KEYS[3], ARGV[4], 'g:' .. ARGV[4])
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
@@ -77,7 +75,7 @@ if ARGV[3] == '1' then
 		if quarantine == 0 then
 			return true
 		end
-		local born = redis.call('GET', KEYS[6])
+		local born = redis.call('GET', KEYS[5])
 		if not born or now - tonumber(born) < quarantine then
 			return false
 		end
@@ -87,17 +85,16 @@ if ARGV[3] == '1' then
 			return not string.find(msg, 'NOPERM', 1, true)
 		end
 		local runid = string.match(info, 'run_id:(%x+)')
-		return not runid or redis.call('GET', KEYS[7]) == runid
+		return not runid or redis.call('GET', KEYS[6]) == runid
 	end
 
-	local grant = head ~= '' and redis.call('HGET', KEYS[5], head)
+	local grant = head ~= '' and redis.call('HGET', KEYS[3], 'g:' .. head)
 	if grant then
 		local token, ttl, q = string.match(grant, '^(%S+) (%d+) ?(%d*)$')
 		if token and votes(q) then
 			redis.call('SET', KEYS[1], token, 'PX', ttl)
 			redis.call('ZREM', KEYS[2], head)
-			redis.call('HDEL', KEYS[3], head)
-			redis.call('HDEL', KEYS[5], head)
+			redis.call('HDEL', KEYS[3], head, 'g:' .. head)
 			head = head .. '+' .. token
 		end
 	end
