@@ -86,6 +86,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...LockOption) (_
 		if rerr == nil {
 			return w.done(l)
 		}
+		w.cleanup = rerr.cleanup
 		if l := w.handedOver(); l != nil {
 			return w.done(l)
 		}
@@ -119,6 +120,9 @@ type acquisition struct {
 	wake   *wakeup  // its release subscription
 	offer  *handoff // its offer to take the lock over within the Client
 	used   string   // the token of its last attempt
+	// cleanup is closed once the last failed attempt's calls are over
+	// (nil: none, or done).
+	cleanup <-chan struct{}
 }
 
 // leave takes a waiter that gives up out of the key's queue on every node:
@@ -215,9 +219,19 @@ func (a *acquisition) leaveQueue(l *Lock) {
 	if q == nil || l.token == a.used {
 		return
 	}
-	grant := q.grant
+	// After the last attempt's calls: a vote still on its way would queue
+	// it again.
+	req, id, grant, cleanup := a.req, q.id, q.grant, a.cleanup
 	q.grant = ""
-	c.queues.settle(a.req.key, c.dequeue(a.req, q.id, grant, "", nil, true).Done())
+	left := make(chan struct{})
+	c.queues.settle(req.key, left)
+	c.background(func() {
+		defer close(left)
+		if cleanup != nil {
+			<-cleanup // bounded: each of those calls by its request timeout
+		}
+		c.dequeue(req, id, grant, "", nil, true).Wait()
+	})
 }
 
 // queueAtOnce gives the first attempt a place in the key's queue when the

@@ -283,11 +283,11 @@ func TestHandoffOfferTakenOnce(t *testing.T) {
 	now := time.Now()
 	h := &handoff{ch: make(chan *Lock, 1), w: &waiter{id: "w"}}
 	q.offer("k", h, now.Add(time.Minute))
-	if q.take("k", now) != h {
+	if q.take("k", now, func(*request) bool { return true }) != h {
 		t.Fatal("a standing offer was not taken")
 	}
 	q.offer("k", h, now.Add(time.Minute)) // the waiter's loop offers again before it sees the lock
-	if got := q.take("k", now); got != nil {
+	if got := q.take("k", now, func(*request) bool { return true }); got != nil {
 		t.Fatal("a spent offer was taken a second time: its lock would sit in a channel nobody reads, the key held by no one")
 	}
 	if q.withdraw(h) {

@@ -184,7 +184,9 @@ func (l *Lock) Release(ctx context.Context) error {
 			l.lease.end(ErrReleased, false)
 		}
 	}
-	if !expired && l.handOver() {
+	// Only a lock this call ended can be handed over: one that was lost
+	// (an extension refused) or ended otherwise is not held any more.
+	if !ended && !expired && l.handOver() {
 		return nil
 	}
 	rel := l.c.releaseAfter(l.req, l.token, l.acq, true, l.c.ns.wakeup, l.waiter, l.Until())
@@ -232,7 +234,12 @@ func countReason(nodes []*NodeError, r NodeReason) int {
 // same validity, and the key stays where it is. The lock has already ended
 // for this holder. It reports whether a waiter took it.
 func (l *Lock) handOver() bool {
-	h := l.c.queues.take(l.req.key, l.c.clk.Now())
+	// The new holder keeps this lock's validity and extends with its own
+	// TTL: only a waiter with the same TTL and drift may take it, or an
+	// extension would set a shorter TTL on the nodes than its validity.
+	h := l.c.queues.take(l.req.key, l.c.clk.Now(), func(r *request) bool {
+		return r.s.ttl == l.req.s.ttl && r.s.driftFactor == l.req.s.driftFactor
+	})
 	if h == nil {
 		return false
 	}

@@ -153,12 +153,13 @@ func (q *keyQueues) withdraw(h *handoff) bool {
 }
 
 // take claims the key's ready contender for a hand-over at now, or returns
-// nil when there is none (or its offer is too old).
-func (q *keyQueues) take(key string, now time.Time) *handoff {
+// nil when there is none, its offer is too old, or its request does not fit
+// (the offer then stands).
+func (q *keyQueues) take(key string, now time.Time, fits func(*request) bool) *handoff {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	kq := q.m[key]
-	if kq == nil || kq.ready == nil {
+	if kq == nil || kq.ready == nil || !fits(kq.ready.req) {
 		return nil
 	}
 	h := kq.ready

@@ -91,18 +91,18 @@ func (wu *wakeup) signal() {
 	}
 }
 
-// hear counts an announcement of token's release and reports whether it
-// makes a quorum.
-func (wu *wakeup) hear(token string, quorum int) bool {
+// hear counts an announcement of token's release and returns how many
+// nodes announced it.
+func (wu *wakeup) hear(token string) int {
 	for i := range wu.heard {
 		if h := &wu.heard[i]; h.n > 0 && h.token == token {
 			h.n++
-			return h.n == quorum
+			return h.n
 		}
 	}
 	wu.heard[wu.next] = heardCount{token: token, n: 1}
 	wu.next = (wu.next + 1) % len(wu.heard)
-	return quorum == 1
+	return 1
 }
 
 func newWaker(c *Client) *waker {
@@ -252,7 +252,12 @@ func (w *waker) deliver(i int, key, token, head string) {
 			wu.granted = append(wu.granted, i)
 			grantQuorum = len(wu.granted) == quorum
 		}
-		if !wu.hear(token, quorum) && !grantQuorum {
+		// A waiter that heard some grants waits for the rest of the
+		// release (acquisition.wait): it wakes again once every node
+		// announced, when no more grants can come.
+		heard := wu.hear(token)
+		all := heard == len(w.c.nodes) && len(wu.granted) > 0 && len(wu.granted) < quorum
+		if heard != quorum && !grantQuorum && !all {
 			if head == wu.id && wu.id != "" && wu.timer == nil && wu.grace > 0 {
 				wu.timer = w.c.clk.AfterFunc(wu.grace, func() { w.graceOver(wu) })
 			}
