@@ -149,7 +149,7 @@ func newExplorer(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 	}
 	e := &explorer{
 		sched: sched, impl: impl, fleet: fleet, rec: NewRecorder(sched.Clients),
-		cfg:     LockConfig{TTL: sched.TTL, Fencing: !sched.Unfenced},
+		cfg:     LockConfig{TTL: sched.TTL, Fencing: !sched.Unfenced, MixTTL: true},
 		down:    make([]bool, sched.Nodes),
 		pending: make([]time.Duration, sched.Clients),
 	}
@@ -275,6 +275,17 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 		if l == nil {
 			sleepCtx(ctx, time.Duration(5+rng.IntN(15))*time.Millisecond)
 			continue
+		}
+		// A third of the locks are extended at once: a lock handed over
+		// within a client and then extended with its holder's own TTL, or
+		// a lost lock (its extension refused), are then in the histories.
+		// The hold's validity moves with the extension.
+		if x, ok := l.(interface{ Extend(context.Context) error }); ok && rng.IntN(3) == 0 {
+			ectx, cancel := context.WithTimeout(ctx, ttl)
+			if x.Extend(ectx) == nil {
+				e.rec.Extended(idx, e.rec.Offset(l.Until()))
+			}
+			cancel()
 		}
 		// Holders mostly hold to near the end of the validity, so that a
 		// fault finds a holder to hurt, and one with time left; writers and

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,6 +43,25 @@ type Held interface {
 type LockConfig struct {
 	TTL     time.Duration
 	Fencing bool // ask for fencing tokens (ignored by implementations without them)
+	// MixTTL asks every other acquisition of a Locker for half the TTL:
+	// holders and waiters of one client then differ in TTL, as callers of
+	// one Client may.
+	MixTTL bool
+}
+
+// ttlMix hands out a Locker's TTLs: TTL, or TTL and TTL/2 in turn with
+// LockConfig.MixTTL.
+type ttlMix struct {
+	ttl time.Duration
+	mix bool
+	n   atomic.Uint64
+}
+
+func (m *ttlMix) next() time.Duration {
+	if m.mix && m.n.Add(1)%2 == 0 {
+		return m.ttl / 2
+	}
+	return m.ttl
 }
 
 // An Impl is a Redlock implementation under test.

@@ -22,7 +22,7 @@ func Quorumlock() Impl {
 			if err != nil {
 				return nil, err
 			}
-			return quorumlockLocker{c}, nil
+			return quorumlockLocker{c, &ttlMix{ttl: cfg.TTL, mix: cfg.MixTTL}}, nil
 		},
 		// The nodes of a run are fresh: without Bootstrap each would serve a
 		// quarantine of one TTL before its first vote.
@@ -57,10 +57,13 @@ func explainQuorumlock(err error) Refusal {
 	return r
 }
 
-type quorumlockLocker struct{ c *redlock.Client }
+type quorumlockLocker struct {
+	c   *redlock.Client
+	ttl *ttlMix
+}
 
 func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error) {
-	lk, err := l.c.Acquire(ctx, key)
+	lk, err := l.c.Acquire(ctx, key, redlock.WithTTL(l.ttl.next()))
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +71,7 @@ func (l quorumlockLocker) Acquire(ctx context.Context, key string) (Held, error)
 }
 
 func (l quorumlockLocker) TryAcquire(ctx context.Context, key string) (Held, error) {
-	lk, err := l.c.TryAcquire(ctx, key)
+	lk, err := l.c.TryAcquire(ctx, key, redlock.WithTTL(l.ttl.next()))
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +93,9 @@ func (h quorumlockHeld) Fence() (uint64, bool) {
 }
 
 func (h quorumlockHeld) Release(ctx context.Context) error { return h.l.Release(ctx) }
+
+// Extend resets the lock's TTL on the nodes and moves its validity.
+func (h quorumlockHeld) Extend(ctx context.Context) error { return h.l.Extend(ctx) }
 
 // QuorumlockBounds are the fault model's limits for locks of ttl with the
 // library's defaults: a restart quarantine of one TTL, a clock-skew guard of

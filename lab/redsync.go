@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,7 @@ func Redsync() Impl {
 	return Impl{
 		Name: "redsync",
 		New: func(nodes []redis.UniversalClient, cfg LockConfig) (Locker, error) {
-			return &redsyncLocker{rs: redsyncadapter.New(nodes), ttl: cfg.TTL}, nil
+			return &redsyncLocker{rs: redsyncadapter.New(nodes), ttl: cfg.TTL, mix: &ttlMix{ttl: cfg.TTL, mix: cfg.MixTTL}}, nil
 		},
 	}
 }
@@ -28,10 +29,11 @@ func Redsync() Impl {
 type redsyncLocker struct {
 	rs  *redsync.Redsync
 	ttl time.Duration
+	mix *ttlMix
 }
 
 func (l *redsyncLocker) Acquire(ctx context.Context, key string) (Held, error) {
-	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.ttl))
+	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.mix.next()))
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +41,7 @@ func (l *redsyncLocker) Acquire(ctx context.Context, key string) (Held, error) {
 }
 
 func (l *redsyncLocker) TryAcquire(ctx context.Context, key string) (Held, error) {
-	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.ttl), redsync.WithTries(1))
+	m, err := redsyncadapter.Lock(ctx, l.rs, key, redsync.WithExpiry(l.mix.next()), redsync.WithTries(1))
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +56,15 @@ func (h redsyncHeld) Until() time.Time                  { return h.m.Until() }
 func (h redsyncHeld) Token() string                     { return h.m.Value() }
 func (h redsyncHeld) Fence() (uint64, bool)             { return 0, false }
 func (h redsyncHeld) Release(ctx context.Context) error { return redsyncadapter.Unlock(ctx, h.m) }
+
+// Extend resets the lock's expiry on the nodes and moves its validity.
+func (h redsyncHeld) Extend(ctx context.Context) error {
+	ok, err := h.m.ExtendContext(ctx)
+	if err == nil && !ok {
+		err = errors.New("redsync: not extended")
+	}
+	return err
+}
 
 // Keep acquires key and extends it every third of the TTL until an
 // extension fails (redsyncadapter.KeepExtended).

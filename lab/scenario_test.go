@@ -168,7 +168,7 @@ func TestAttacksCatchQuorumlockWithoutItsGuards(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return quorumlockLocker{c}, nil
+		return quorumlockLocker{c, &ttlMix{ttl: cfg.TTL}}, nil
 	}
 	sc, err := SelectScenarios([]string{"restart-now", "clock-jump"})
 	if err != nil {
