@@ -114,14 +114,7 @@ func TestGrantHonoursWaitersQuarantine(t *testing.T) {
 	}
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
 	listening(t, w)
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := w.Acquire(bg(), "young2")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, w, "young2")
 	token := tn.queuedWithGrant(t, "young2")
 	// Node 0 restarted with its data 10 s ago: young for the waiter's
 	// quarantine (1 min), old for the holder's (2 s).
@@ -228,42 +221,15 @@ func TestDuplicateServerGrantCountsOnce(t *testing.T) {
 // proxy forwards a new local address to addr (another name for one server).
 func proxy(t *testing.T, addr string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", addr)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(s, c); _ = s.Close() }()
-			go func() { defer wg.Done(); _, _ = io.Copy(c, s); _ = c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
+	return serveLocal(t, func(c net.Conn, wg *sync.WaitGroup) []net.Conn {
+		s, err := net.Dial("tcp", addr)
+		if err != nil {
 			_ = c.Close()
+			return nil
 		}
-		mu.Unlock()
-		wg.Wait()
+		wg.Add(2)
+		go func() { defer wg.Done(); _, _ = io.Copy(s, c); _ = s.Close() }()
+		go func() { defer wg.Done(); _, _ = io.Copy(c, s); _ = c.Close() }()
+		return []net.Conn{c, s}
 	})
-	return ln.Addr().String()
 }

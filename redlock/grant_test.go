@@ -42,6 +42,20 @@ func (tn *testNodes) queuedWithGrant(t *testing.T, key string) string {
 	return token
 }
 
+// acquiring runs c.Acquire(key) in the background and sends the lock (nil
+// after an error, which fails the test).
+func acquiring(t *testing.T, c *Client, key string, opts ...LockOption) <-chan *Lock {
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Acquire(bg(), key, opts...)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	return got
+}
+
 // listening opens c's subscriptions to the release channel and waits until
 // every node confirmed its own: a confirmation wakes every waiter to try
 // again (see waker.confirmed), and a test that counts a waiter's attempts
@@ -72,14 +86,7 @@ func TestReleaseGrantsQueueHead(t *testing.T) {
 	// and the waiter's place lasts long enough not to need a refresh.
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
 	listening(t, w)
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := w.Acquire(bg(), "grant")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, w, "grant")
 	token := tn.queuedWithGrant(t, "grant")
 	released := time.Now()
 	if err := h.Release(bg()); err != nil {
@@ -124,14 +131,7 @@ func TestGrantValidityFromRegistration(t *testing.T) {
 	w := newClient(t, tn, withClock(fake), WithRetryDelay(time.Minute, time.Minute))
 	listening(t, w)
 	registered := fake.Now()
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := w.Acquire(bg(), "since")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, w, "since")
 	token := tn.queuedWithGrant(t, "since")
 	// Some time passes on the waiter's clock between its registration and
 	// the release: less than its sleep (a third of the TTL), so that no
@@ -254,14 +254,7 @@ func TestQuarantinedNodeDoesNotGrant(t *testing.T) {
 	waitFor(t, func() bool { return len(tn.holders("young", h.Token())) == 5 })
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
 	listening(t, w)
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := w.Acquire(bg(), "young")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, w, "young")
 	token := tn.queuedWithGrant(t, "young")
 	// Node 0 restarted with its data (the holder's key and the queue
 	// survived): its data is now younger than the quarantine.

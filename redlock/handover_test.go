@@ -77,14 +77,7 @@ func TestHandedOverHolderNotRequeuedByStraggler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Acquire(bg(), "hand")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, c, "hand")
 	waitFor(t, func() bool { return offered(c, "hand") })
 	gate.armed.Store(true)
 	select {
@@ -129,14 +122,7 @@ func TestHandOverShorterTTLExtendOutlivesKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Acquire(bg(), "short", WithTTL(2*time.Second), WithRetryDelay(20*time.Millisecond, 20*time.Millisecond))
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, c, "short", WithTTL(2*time.Second), WithRetryDelay(20*time.Millisecond, 20*time.Millisecond))
 	waitFor(t, func() bool { return offered(c, "short") })
 	if err := h.Release(bg()); err != nil {
 		t.Fatal(err)
@@ -185,14 +171,7 @@ func TestPartialGrantNoWaitOnceAllAnnounced(t *testing.T) {
 	}
 	w := newClient(t, tn, WithTTL(20*time.Second), WithRetryDelay(time.Minute, time.Minute), WithNodeTimeout(time.Second))
 	listening(t, w)
-	got := make(chan *Lock, 1)
-	go func() {
-		l, err := w.Acquire(bg(), "rest")
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquiring(t, w, "rest")
 	tn.queuedWithGrant(t, "rest")
 	id := tn.queueEntries(t, 0, "rest")[0]
 	for _, i := range []int{1, 2} {

@@ -154,6 +154,14 @@ func (tn *testNodes) fastForward(d time.Duration) {
 // stalledNode accepts connections and never answers.
 func stalledNode(t testing.TB) string {
 	t.Helper()
+	return serveLocal(t, func(c net.Conn, _ *sync.WaitGroup) []net.Conn { return []net.Conn{c} })
+}
+
+// serveLocal listens on a loopback port and hands each connection to
+// serve, which returns the connections to close when the test ends (its
+// goroutines join wg, which the cleanup waits for).
+func serveLocal(t testing.TB, serve func(c net.Conn, wg *sync.WaitGroup) []net.Conn) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -169,19 +177,20 @@ func stalledNode(t testing.TB) string {
 			if err != nil {
 				return
 			}
+			open := serve(c, &wg)
 			mu.Lock()
-			conns = append(conns, c)
+			conns = append(conns, open...)
 			mu.Unlock()
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
-		wg.Wait()
 		mu.Lock()
 		for _, c := range conns {
 			_ = c.Close()
 		}
 		mu.Unlock()
+		wg.Wait()
 	})
 	return ln.Addr().String()
 }
