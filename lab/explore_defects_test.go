@@ -31,7 +31,8 @@ func defaultExploreConfig() ExploreConfig {
 }
 
 // TestExploreFindsReintroducedDefects: the explorer must find each defect
-// of issue #10 that package reintroduce can put back, within its default
+// that package reintroduce can put back (three of issue #10; the hand-over
+// within a Client to a waiter of another TTL, of issue #12), within its default
 // budget (DefaultExploreSeeds), on the schedules `quorumlock lab explore`
 // runs by default on embedded nodes; and on the seeds that showed them it
 // must find nothing with every defect gone. Defect 2 (the restart check's
@@ -53,6 +54,8 @@ func TestExploreFindsReintroducedDefects(t *testing.T) {
 			func(x Exploration) bool { return len(x.Overlaps) > 0 }},
 		{"6-expired-lock-returned", &reintroduce.ValidityBeforeCleanup, "a lock returned already expired",
 			func(x Exploration) bool { return len(x.Expired) > 0 }},
+		{"12-hand-over-any-ttl", &reintroduce.HandOverAnyTTL, "overlapping holders",
+			func(x Exploration) bool { return len(x.Overlaps) > 0 }},
 	}
 	cfg := defaultExploreConfig()
 	var found []uint64

@@ -20,18 +20,28 @@ import (
 // fenced key: a lock taken now and then, like a nightly job's, stays idle
 // through whole quarantines, so nodes that missed its last fence write-back
 // stay behind (defect 1 of issue 10 needs such a key).
+//
+// The pair key is client 0's alone: its two workers contend there with each
+// other only, so the lock passes between goroutines of one client (the
+// hand-over within a Client), which the shared keys, where waiters of other
+// clients lead the queue, rarely see. Its first worker holds briefly; its
+// second extends at once and holds to near the end of its validity: a lock
+// handed from the first to the second keeps much of its validity, and the
+// second's extension puts its own TTL (every other acquisition asks for
+// half) on the nodes.
 const (
 	keyHolders = iota
 	keyFenced
 	keyCounter
 	keyRare
+	keyPair
 	exploreKeys
 )
 
-var exploreKeyNames = [exploreKeys]string{"explore:holders", "explore:fenced", "explore:counter", "explore:rare"}
+var exploreKeyNames = [exploreKeys]string{"explore:holders", "explore:fenced", "explore:counter", "explore:rare", "explore:pair"}
 
 // exploreKeyShort names the keys in the timeline's rows.
-var exploreKeyShort = [exploreKeys]string{"holders", "fenced", "counter", "rare"}
+var exploreKeyShort = [exploreKeys]string{"holders", "fenced", "counter", "rare", "pair"}
 
 // rareOdds: one pick in rareOdds goes to the rare key.
 const rareOdds = 64
@@ -270,6 +280,9 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 		if rng.IntN(rareOdds) == 0 {
 			k = keyRare
 		}
+		if c == 0 && rng.IntN(4) > 0 {
+			k = keyPair
+		}
 		w := ws[k]
 		l, idx, _ := w.lock(ctx, wk, 2*ttl, false)
 		if l == nil {
@@ -280,7 +293,8 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 		// within a client and then extended with its holder's own TTL, or
 		// a lost lock (its extension refused), are then in the histories.
 		// The hold's validity moves with the extension.
-		if x, ok := l.(interface{ Extend(context.Context) error }); ok && rng.IntN(3) == 0 {
+		pairHolder := k == keyPair && wk%workersPerClient == 1
+		if x, ok := l.(interface{ Extend(context.Context) error }); ok && (rng.IntN(3) == 0 || pairHolder) {
 			ectx, cancel := context.WithTimeout(ctx, ttl)
 			if x.Extend(ectx) == nil {
 				e.rec.Extended(idx, e.rec.Offset(l.Until()))
@@ -291,7 +305,7 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 		// fault finds a holder to hurt, and one with time left; writers and
 		// the counter hold briefly.
 		hold := time.Millisecond + time.Duration(rng.Int64N(int64(ttl/8)))
-		if k == keyHolders && rng.IntN(4) > 0 {
+		if k == keyHolders && rng.IntN(4) > 0 || pairHolder {
 			hold = max(time.Until(l.Until())-time.Duration(rng.Int64N(int64(ttl/10))), time.Millisecond)
 		}
 		// A client pause hits holders and fenced writers: a late counter
@@ -302,7 +316,7 @@ func (e *explorer) client(ctx context.Context, lockers []Locker, wk int) {
 			}
 		}
 		switch k {
-		case keyHolders:
+		case keyHolders, keyPair:
 			time.Sleep(hold) // a paused process does not notice the end of the run
 		case keyFenced, keyRare:
 			time.Sleep(hold)

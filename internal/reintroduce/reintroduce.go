@@ -22,4 +22,9 @@ var (
 	// every node without a deadline of the caller's; a hung node then makes
 	// Acquire return a lock that has already expired.
 	ValidityBeforeCleanup atomic.Bool
+	// HandOverAnyTTL (issue #12, hand-over within a Client): a lock is
+	// handed to a waiter of the same Client whatever the waiter's TTL; the
+	// waiter keeps the old validity and extends with its own, shorter TTL,
+	// so the keys expire before its validity ends.
+	HandOverAnyTTL atomic.Bool
 )
