@@ -157,7 +157,14 @@ func TestAcquireReturnsValidLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer waiter.Close()
+	// The holder's first round dials and probes every node: on a busy host
+	// it can miss the node timeout everywhere, which is the setup's trouble,
+	// not the property's. It tries again then, a few times.
 	h, err := holder.TryAcquire(bg(), "cold")
+	for try := 1; err != nil && starvedRound(err) && try < 5; try++ {
+		t.Logf("setup starved (%v); again", err)
+		h, err = holder.TryAcquire(bg(), "cold")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
