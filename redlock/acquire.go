@@ -139,13 +139,26 @@ func (a *acquisition) leave(rerr *RoundError) {
 	// The last attempt's token was registered by the attempt before: a
 	// release may have granted it, where the attempt did not delete it
 	// (it never reached the nodes: it gave up waiting for admission).
-	req, id, grant, used, cleanup := a.req, a.queued.id, a.queued.grant, a.used, rerr.cleanup
+	a.dequeueAfter(rerr.cleanup, a.used)
+}
+
+// dequeueAfter takes the waiter out of the key's queue on every node, with
+// a key a release set to its registered token or to used ("" for none),
+// once the calls of its last failed attempt are over (cleanup; nil: none):
+// a vote still on its way would queue it again. The returned channel is
+// closed once that is done.
+func (a *acquisition) dequeueAfter(cleanup <-chan struct{}, used string) <-chan struct{} {
+	c, req, id, grant := a.c, a.req, a.queued.id, a.queued.grant
+	a.queued.grant = ""
+	done := make(chan struct{})
 	c.background(func() {
+		defer close(done)
 		if cleanup != nil {
 			<-cleanup // bounded: each of those calls by its request timeout
 		}
 		c.dequeue(req, id, grant, used, nil, true).Wait()
 	})
+	return done
 }
 
 // token returns the next attempt's token. A fresh token for every attempt:
@@ -183,8 +196,7 @@ func (a *acquisition) granted() *Lock {
 	if q == nil || a.wake == nil || q.grant == "" {
 		return nil
 	}
-	nodes := c.waker.grantedBy(a.wake, q.grant)
-	if len(nodes) < c.Quorum() {
+	if c.waker.grants(a.wake, q.grant) < c.Quorum() {
 		return nil
 	}
 	until := deadline(q.since, req.s.ttl, req.s.driftFactor)
@@ -215,23 +227,10 @@ func (a *acquisition) granted() *Lock {
 // lock of its own attempt, or granted, took it out of the queue already
 // (see attempt and granted).
 func (a *acquisition) leaveQueue(l *Lock) {
-	q, c := a.queued, a.c
-	if q == nil || l.token == a.used {
+	if a.queued == nil || l.token == a.used {
 		return
 	}
-	// After the last attempt's calls: a vote still on its way would queue
-	// it again.
-	req, id, grant, cleanup := a.req, q.id, q.grant, a.cleanup
-	q.grant = ""
-	left := make(chan struct{})
-	c.queues.settle(req.key, left)
-	c.background(func() {
-		defer close(left)
-		if cleanup != nil {
-			<-cleanup // bounded: each of those calls by its request timeout
-		}
-		c.dequeue(req, id, grant, "", nil, true).Wait()
-	})
+	a.c.queues.settle(a.req.key, a.dequeueAfter(a.cleanup, ""))
 }
 
 // queueAtOnce gives the first attempt a place in the key's queue when the
@@ -305,7 +304,7 @@ func (a *acquisition) wait(ctx context.Context, rerr *RoundError) (*Lock, error)
 // waiter registered last.
 func (a *acquisition) granting() bool {
 	q := a.queued
-	return q != nil && a.wake != nil && q.grant != "" && len(a.c.waker.grantedBy(a.wake, q.grant)) > 0
+	return q != nil && a.wake != nil && q.grant != "" && a.c.waker.grants(a.wake, q.grant) > 0
 }
 
 // offerHandoff offers to take the lock over when the last attempt showed

@@ -29,6 +29,7 @@ import (
 // A hook that rewrites commands (a key prefix, say) must handle both.
 type Client struct {
 	nodes    []*node
+	every    []int        // every node's index, 0 … len(nodes)-1 (read only)
 	cfg      clientConfig // as the options set it; per-lock options start from it
 	ns       nodeSettings
 	defaults settings // the default lock settings, resolved
@@ -96,6 +97,7 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 	}
 	c := &Client{
 		nodes:    make([]*node, len(nodes)),
+		every:    make([]int, len(nodes)),
 		cfg:      cfg,
 		ns:       ns,
 		defaults: defaults,
@@ -103,6 +105,9 @@ func New(nodes []redis.UniversalClient, opts ...Option) (*Client, error) {
 		log:      newNotes(cfg.logger),
 		runIDs:   make(map[string]int),
 		done:     make(chan struct{}),
+	}
+	for i := range c.every {
+		c.every[i] = i
 	}
 	args := settingsArgs(ns, defaults)
 	c.defaultArgs = &args

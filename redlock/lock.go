@@ -269,10 +269,7 @@ func (l *Lock) handOver() bool {
 // the token of a lock the waiter holds).
 func (c *Client) dequeue(req *request, id, grant, used string, nodes []int, announce bool) *quorum.Round[struct{}] {
 	if nodes == nil {
-		nodes = make([]int, len(c.nodes))
-		for i := range nodes {
-			nodes[i] = i
-		}
+		nodes = c.every
 	}
 	channel := argEmpty
 	if announce && c.ns.wakeup {

@@ -30,13 +30,8 @@ type release struct {
 // no round (acq nil): it is deleted on every node.
 func (c *Client) releaseAfter(req *request, token string, acq *quorum.Round[vote], held, announce bool, holder string, until time.Time) release {
 	if acq == nil {
-		all := make([]int, len(c.nodes))
-		for i := range all {
-			all[i] = i
-		}
-		args := c.releaseArgs(token, announce, holder)
-		r := c.startRelease(req, args, all, until)
-		return release{r: r, nodes: all, done: r.Done()}
+		r := c.startRelease(req, c.releaseArgs(token, announce, holder), c.every, until)
+		return release{r: r, nodes: c.every, done: r.Done()}
 	}
 	votes := acq.Collect()
 	// One allocation for both lists: each has at most one entry per node.

@@ -279,14 +279,14 @@ func (w *waker) expect(wu *wakeup, token string) {
 	wu.grant, wu.granted = token, wu.granted[:0]
 }
 
-// grantedBy returns the nodes that announced a grant of token to wu.
-func (w *waker) grantedBy(wu *wakeup, token string) []int {
+// grants returns how many nodes announced a grant of token to wu.
+func (w *waker) grants(wu *wakeup, token string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if wu.grant != token {
-		return nil
+		return 0
 	}
-	return slices.Clone(wu.granted)
+	return len(wu.granted)
 }
 
 // graceOver wakes a waiter that a node named the next holder grace ago.
