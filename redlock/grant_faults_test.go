@@ -113,9 +113,7 @@ func TestGrantHonoursWaitersQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
-	listening(t, w)
-	got := acquiring(t, w, "young2")
-	token := tn.queuedWithGrant(t, "young2")
+	got, token := tn.queuedWaiter(t, w, "young2")
 	// Node 0 restarted with its data 10 s ago: young for the waiter's
 	// quarantine (1 min), old for the holder's (2 s).
 	if err := tn.mr[0].Set(sentinelKey, strconv.FormatInt(time.Now().Add(-10*time.Second).UnixMilli(), 10)); err != nil {
@@ -126,14 +124,7 @@ func TestGrantHonoursWaitersQuarantine(t *testing.T) {
 	if probe != voteQuarantined {
 		t.Fatalf("node 0 answers the waiter's vote with status %d, want it quarantined", probe)
 	}
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		t.FailNow()
-	}
-	defer func() { _ = l.Release(bg()) }()
+	releaseTo(t, h, got)
 	if v, _ := tn.mr[0].Get("young2"); v == token {
 		t.Fatalf("node 0, in the waiter's restart quarantine, granted it the key (stats %+v)", w.Stats())
 	}

@@ -42,6 +42,31 @@ func (tn *testNodes) queuedWithGrant(t *testing.T, key string) string {
 	return token
 }
 
+// queuedWaiter starts w's Acquire of key in the background, once w listens
+// for releases, and waits until it leads key's queue on every node with a
+// grant token, which it returns with the channel of the lock.
+func (tn *testNodes) queuedWaiter(t *testing.T, w *Client, key string) (got <-chan *Lock, token string) {
+	t.Helper()
+	listening(t, w)
+	got = acquiring(t, w, key)
+	return got, tn.queuedWithGrant(t, key)
+}
+
+// releaseTo releases h and returns the lock the waiter behind it got; the
+// test fails when there is none, and the lock is released when it ends.
+func releaseTo(t *testing.T, h *Lock, got <-chan *Lock) *Lock {
+	t.Helper()
+	if err := h.Release(bg()); err != nil {
+		t.Fatal(err)
+	}
+	l := <-got
+	if l == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = l.Release(bg()) })
+	return l
+}
+
 // acquiring runs c.Acquire(key) in the background and sends the lock (nil
 // after an error, which fails the test).
 func acquiring(t *testing.T, c *Client, key string, opts ...LockOption) <-chan *Lock {
@@ -85,18 +110,9 @@ func TestReleaseGrantsQueueHead(t *testing.T) {
 	// Only a release can end the waiter's sleeps before the holder's TTL,
 	// and the waiter's place lasts long enough not to need a refresh.
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
-	listening(t, w)
-	got := acquiring(t, w, "grant")
-	token := tn.queuedWithGrant(t, "grant")
+	got, token := tn.queuedWaiter(t, w, "grant")
 	released := time.Now()
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		t.FailNow()
-	}
-	defer func() { _ = l.Release(bg()) }()
+	l := releaseTo(t, h, got)
 	if s := w.Stats(); s.Granted != 1 || l.Token() != token {
 		t.Fatalf("stats %+v, token %q (registered %q): want the lock granted by the release", s, l.Token(), token)
 	}
@@ -129,23 +145,14 @@ func TestGrantValidityFromRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newClient(t, tn, withClock(fake), WithRetryDelay(time.Minute, time.Minute))
-	listening(t, w)
-	registered := fake.Now()
-	got := acquiring(t, w, "since")
-	token := tn.queuedWithGrant(t, "since")
+	registered := fake.Now() // the fake clock moves only when told
+	got, token := tn.queuedWaiter(t, w, "since")
 	// Some time passes on the waiter's clock between its registration and
 	// the release: less than its sleep (a third of the TTL), so that no
 	// attempt registers again.
 	elapsed := w.defaults.ttl / 4
 	fake.Advance(elapsed)
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		t.FailNow()
-	}
-	defer func() { _ = l.Release(bg()) }()
+	l := releaseTo(t, h, got)
 	if l.Token() != token || w.Stats().Granted != 1 {
 		t.Fatalf("token %q (registered %q), stats %+v: want the lock granted", l.Token(), token, w.Stats())
 	}
@@ -253,22 +260,13 @@ func TestQuarantinedNodeDoesNotGrant(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(tn.holders("young", h.Token())) == 5 })
 	w := newClient(t, tn, WithTTL(time.Minute), WithRetryDelay(time.Minute, time.Minute))
-	listening(t, w)
-	got := acquiring(t, w, "young")
-	token := tn.queuedWithGrant(t, "young")
+	got, token := tn.queuedWaiter(t, w, "young")
 	// Node 0 restarted with its data (the holder's key and the queue
 	// survived): its data is now younger than the quarantine.
 	if err := tn.mr[0].Set(sentinelKey, "99999999999999"); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		t.FailNow()
-	}
-	defer func() { _ = l.Release(bg()) }()
+	l := releaseTo(t, h, got)
 	if l.Token() != token || w.Stats().Granted != 1 {
 		t.Fatalf("token %q (registered %q), stats %+v: want the lock granted by the other four", l.Token(), token, w.Stats())
 	}

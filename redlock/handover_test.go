@@ -85,14 +85,7 @@ func TestHandedOverHolderNotRequeuedByStraggler(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("W2 made no further attempt")
 	}
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		return
-	}
-	defer l.Release(bg())
+	l := releaseTo(t, h, got)
 	if l.Token() != h.Token() {
 		t.Fatalf("not handed over: token %q, holder's %q; the test lost its shape", l.Token(), h.Token())
 	}
@@ -124,14 +117,7 @@ func TestHandOverShorterTTLExtendOutlivesKeys(t *testing.T) {
 	}
 	got := acquiring(t, c, "short", WithTTL(2*time.Second), WithRetryDelay(20*time.Millisecond, 20*time.Millisecond))
 	waitFor(t, func() bool { return offered(c, "short") })
-	if err := h.Release(bg()); err != nil {
-		t.Fatal(err)
-	}
-	l := <-got
-	if l == nil {
-		return
-	}
-	defer l.Release(bg())
+	l := releaseTo(t, h, got)
 	if l.Token() == h.Token() || c.Stats().HandedOff != 0 {
 		t.Fatalf("the 1 min lock was handed over to a waiter with a 2 s TTL (stats %+v)", c.Stats())
 	}
