@@ -205,13 +205,6 @@ func newExplorer(ctx context.Context, cfg *ExploreConfig, sched Schedule, impl I
 // run runs the schedule and returns how many locks releases granted.
 func (e *explorer) run(ctx context.Context) (granted uint64) {
 	lockers := make([]Locker, e.sched.Clients)
-	defer func() {
-		for _, l := range lockers {
-			if g, ok := l.(interface{ granted() uint64 }); ok {
-				granted += g.granted()
-			}
-		}
-	}()
 	for c := range lockers {
 		l, err := e.impl.New(e.views[c].Clients(), e.cfg)
 		if err != nil {
@@ -248,7 +241,12 @@ func (e *explorer) run(ctx context.Context) (granted uint64) {
 	e.awayDone.Wait()
 	close(stop)
 	mon.Wait()
-	return 0 // the deferred count fills it in
+	for _, l := range lockers {
+		if g, ok := l.(interface{ granted() uint64 }); ok {
+			granted += g.granted()
+		}
+	}
+	return granted
 }
 
 // workers returns the Workers of one key.
