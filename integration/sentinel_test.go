@@ -103,6 +103,16 @@ func runID(ctx context.Context, t *testing.T, rdb redis.UniversalClient) string 
 	return ""
 }
 
+// holdAll reports whether every node's key holds token.
+func holdAll(states []redlock.NodeState, token string) bool {
+	for _, st := range states {
+		if st.Holder != token {
+			return false
+		}
+	}
+	return true
+}
+
 func testSentinelThreeNodes(t *testing.T, set *cluster.SentinelSet) {
 	ctx := ctxFor(t, 30*time.Second)
 	nodes := failoverClients(t, set, set.Names()...)
@@ -112,7 +122,13 @@ func testSentinelThreeNodes(t *testing.T, set *cluster.SentinelSet) {
 	if err != nil {
 		t.Fatalf("acquire on three Sentinel-managed masters: %v", err)
 	}
+	// Acquire returns once a majority said yes: the third vote may still
+	// be on its way, on a busy host, when the nodes are first read.
 	states := inspect(ctx, t, c, k)
+	for !holdAll(states, l.Token()) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+		states = inspect(ctx, t, c, k)
+	}
 	seen := map[string]int{}
 	for i, st := range states {
 		if st.Holder != l.Token() {
